@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: GPL-2.0
+
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+
+__rust_helper bool rust_helper_task_is_runnable(struct task_struct *p)
+{
+	return task_is_runnable(p);
+}
+
+__rust_helper void rust_helper_set_notify_signal(struct task_struct *task)
+{
+	set_notify_signal(task);
+}

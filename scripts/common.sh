@@ -1,0 +1,17 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Shared settings for the syslet scripts. Sourced, not run.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SYSLET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syslet}
+VNG_VENV=$CACHE/virtme-ng
+KVER=7.2
+LLVM_SUFFIX=-19
+export PATH="$HOME/.cargo/bin:$VNG_VENV/bin:$PATH"
+export LIBCLANG_PATH=/usr/lib/llvm-19/lib
+
+mkdir -p "$CACHE"
+
+log() {
+	printf '%s\n' "$*" >&2
+}

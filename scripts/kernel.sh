@@ -1,0 +1,140 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build (or reuse) the syslet kernel: Debian's linux-source-$KVER with the
+# project's overlay (rust/ files copied in, kernel/patches/ applied) and
+# config (vng --kconfig + kernel/config/syslet.config), built with LLVM.
+#
+# The tree lives in the cache, outside the repository, and is reused:
+#  - same kernel + overlay + config (stamp matches): nothing is rebuilt;
+#  - a changed overlay: only the files whose content changed are rewritten
+#    (the others keep their mtime), so make rebuilds incrementally;
+#  - a changed config: the config is regenerated, make does the rest.
+# Prints the path of the kernel tree.
+
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+tarball=$("$REPO/scripts/fetch-kernel.sh")
+TREE=$CACHE/src/linux-source-$KVER
+PRISTINE=$CACHE/src/pristine-$KVER	# originals of every file the overlay touched
+MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" -j"$(nproc)")
+
+# Hash of everything that decides the built kernel.
+overlay_hash() {
+	(
+		cd "$REPO"
+		sha256sum "$tarball" | cut -d' ' -f1
+		find rust kernel/patches -type f | LC_ALL=C sort | xargs sha256sum
+	) | sha256sum | cut -d' ' -f1
+}
+config_hash() {
+	(
+		sha256sum "$tarball" | cut -d' ' -f1
+		sha256sum "$REPO/kernel/config/syslet.config" | cut -d' ' -f1
+		vng --version
+	) | sha256sum | cut -d' ' -f1
+}
+
+extract() {
+	[ -f "$TREE/.syslet-extracted" ] && return
+	log "kernel: extracting $(basename "$tarball")"
+	rm -rf "$TREE" "$PRISTINE"
+	mkdir -p "$CACHE/src"
+	tar -xf "$tarball" -C "$CACHE/src"
+	touch "$TREE/.syslet-extracted"
+}
+
+# Files the overlay writes: rust/ copies and every file a patch touches.
+overlay_files() {
+	(cd "$REPO" && find rust -type f)
+	cat "$REPO"/kernel/patches/*.patch | sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p'
+}
+
+apply_overlay() {
+	local stage manifest=$TREE/.syslet-overlay-files f
+	stage=$(mktemp -d "$CACHE/stage.XXXXXX")
+	mkdir -p "$PRISTINE"
+	# Every file touched now or by an earlier overlay starts from its original.
+	{ overlay_files; cat "$manifest" 2>/dev/null || true; } | LC_ALL=C sort -u >"$stage.files"
+	while read -r f; do
+		if [ ! -e "$PRISTINE/$f" ] && [ ! -e "$PRISTINE/$f.absent" ]; then
+			mkdir -p "$(dirname "$PRISTINE/$f")"
+			if [ -f "$TREE/$f" ] && ! grep -qxF "$f" "$manifest" 2>/dev/null; then
+				cp -p "$TREE/$f" "$PRISTINE/$f"
+			else
+				touch "$PRISTINE/$f.absent"
+			fi
+		fi
+		if [ -f "$PRISTINE/$f" ]; then
+			mkdir -p "$(dirname "$stage/$f")"
+			cp -p "$PRISTINE/$f" "$stage/$f"
+		fi
+	done <"$stage.files"
+	(cd "$REPO" && find rust -type f -exec cp --parents {} "$stage/" \;)
+	for p in "$REPO"/kernel/patches/*.patch; do
+		patch -s -p1 -d "$stage" --no-backup-if-mismatch <"$p" ||
+			{ log "kernel: $(basename "$p") does not apply"; exit 1; }
+	done
+	# Rewrite only what changed, so make sees only real changes.
+	while read -r f; do
+		if [ -f "$stage/$f" ]; then
+			if ! cmp -s "$stage/$f" "$TREE/$f"; then
+				mkdir -p "$(dirname "$TREE/$f")"
+				cp "$stage/$f" "$TREE/$f"
+				log "kernel: overlay: $f"
+			fi
+		elif [ -e "$TREE/$f" ]; then
+			rm -f "$TREE/$f"
+			log "kernel: overlay: removed $f"
+		fi
+	done <"$stage.files"
+	overlay_files | LC_ALL=C sort -u >"$manifest"
+	rm -rf "$stage" "$stage.files"
+}
+
+configure() {
+	log "kernel: configuring (vng --kconfig + kernel/config/syslet.config)"
+	(cd "$TREE" && LLVM="$LLVM_SUFFIX" vng --kconfig >/dev/null 2>&1)
+	(cd "$TREE" && LLVM="$LLVM_SUFFIX" scripts/kconfig/merge_config.sh -m .config \
+		"$REPO/kernel/config/syslet.config" >/dev/null)
+	"${MAKE[@]}" olddefconfig >/dev/null
+	# Every option the fragment asks for must have stuck.
+	local bad=0 line opt
+	while read -r line; do
+		case "$line" in
+		CONFIG_*=*)
+			grep -qxF "$line" "$TREE/.config" || { log "kernel: config: $line did not stick"; bad=1; } ;;
+		"# CONFIG_"*" is not set")
+			opt=${line#\# }; opt=${opt%% *}
+			! grep -q "^$opt=[ym]" "$TREE/.config" || { log "kernel: config: $opt still set"; bad=1; } ;;
+		esac
+	done <"$REPO/kernel/config/syslet.config"
+	[ $bad = 0 ] || exit 1
+}
+
+extract
+ohash=$(overlay_hash)
+chash=$(config_hash)
+if [ "$(cat "$TREE/.syslet-stamp" 2>/dev/null)" = "$ohash $chash" ] &&
+   [ -f "$TREE/arch/x86/boot/bzImage" ] && [ -f "$TREE/Module.symvers" ]; then
+	log "kernel: cached build is current ($TREE)"
+	echo "$TREE"
+	exit 0
+fi
+
+apply_overlay
+if [ "$(cat "$TREE/.syslet-config-stamp" 2>/dev/null)" != "$chash" ] || [ ! -f "$TREE/.config" ]; then
+	configure
+	echo "$chash" >"$TREE/.syslet-config-stamp"
+fi
+log "kernel: building ($(nproc) jobs); log in $CACHE/kernel-build.log"
+start=$(date +%s)
+if ! "${MAKE[@]}" >"$CACHE/kernel-build.log" 2>&1; then
+	grep -E 'error|Error' "$CACHE/kernel-build.log" | head -40 >&2
+	log "kernel: build failed, see $CACHE/kernel-build.log"
+	exit 1
+fi
+log "kernel: built in $(($(date +%s) - start)) s"
+echo "$ohash $chash" >"$TREE/.syslet-stamp"
+echo "$TREE"
