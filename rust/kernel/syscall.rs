@@ -12,10 +12,13 @@
 use crate::{
     bindings,
     error::{
-        code::*,
-        Error, //
+        code::{
+            EINTR,
+            EPERM, //
+        },
+        Error,
     },
-    prelude::*, //
+    prelude::*,
 };
 
 /// Returns `true` if system call `nr` acts on the calling thread's user entry frame.
@@ -87,7 +90,8 @@ impl Syscall {
     /// A filter that traps or kills has queued `SIGSYS` to the task when this returns; see
     /// `seccomp_filter_syslet()` for each filter action.
     pub fn check_seccomp(&self) -> Result {
-        let nr = i32::try_from(self.nr).map_err(|_| ENOSYS)?;
+        // `seccomp_data.nr` is an `int`, as it is for a direct call.
+        let nr = self.nr as i32;
         let args = self.args.map(|a| a as usize);
         // SAFETY: `args` points to six `unsigned long`s, valid for the duration of the call.
         let ret = unsafe { bindings::seccomp_filter_syslet(nr, args.as_ptr()) };
@@ -118,7 +122,7 @@ impl Syscall {
         regs.orig_ax = self.nr as _;
         // SAFETY: `regs` is valid for the duration of the call. By the type invariant, `nr` does
         // not use the entry frame, so the only registers it reads are the arguments in `regs`.
-        let ret = unsafe { bindings::syslet_sys_call(&regs, self.nr.into()) } as i64;
+        let ret = unsafe { bindings::syslet_sys_call(&regs, self.nr as _) } as i64;
         const RESTART: [u32; 4] = [
             bindings::ERESTARTSYS,
             bindings::ERESTARTNOINTR,

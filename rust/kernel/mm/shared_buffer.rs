@@ -11,7 +11,10 @@
 
 use crate::{
     bindings,
-    error::code::*,
+    error::{
+        code::*,
+        to_result, //
+    },
     mm::virt::VmaNew,
     page::PAGE_SIZE,
     prelude::*,

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The submission and completion rings, in memory shared with user space.
+//!
+//! One region, mapped by user space at offset 0, holds the header (`struct
+//! syslet_ring_header`), then the submission entries, then the completion entries. The barrier
+//! pairings, each repeated where it happens:
+//!
+//! - `sq_tail`: user space fills entries, then store-release `sq_tail`; [`Rings::claim`]
+//!   load-acquires `sq_tail` before copying the entries out.
+//! - `sq_head`: [`Rings::claim`] copies the entries, then store-release `sq_head`; user space
+//!   load-acquires `sq_head` before reusing the slots.
+//! - `cq_tail`: [`Rings::complete`] writes the entry, then store-release `cq_tail`; user space
+//!   load-acquires `cq_tail` before reading entries.
+//! - `cq_head`: user space reads entries, then store-release `cq_head`; [`Rings::claim`]
+//!   load-acquires `cq_head` before counting free completion slots.
+//!
+//! The kernel keeps its own `sq_head` and `cq_tail` and never reads them back from the shared
+//! region; what it reads there (`sq_tail`, `cq_head`) is validated before use.
+
+use core::mem::{
+    offset_of,
+    size_of, //
+};
+use kernel::{
+    mm::shared_buffer::UserSharedBuffer,
+    mm::virt::VmaNew,
+    new_spinlock,
+    prelude::*,
+    sync::{
+        Arc,
+        SpinLock, //
+    },
+};
+
+use crate::defs::{
+    Cqe,
+    Params,
+    RingHeader,
+    Sqe,
+    MAX_CQ_ENTRIES,
+    MAX_SQ_ENTRIES, //
+};
+
+const HDR_SQ_HEAD: usize = offset_of!(RingHeader, sq_head);
+const HDR_SQ_TAIL: usize = offset_of!(RingHeader, sq_tail);
+const HDR_CQ_HEAD: usize = offset_of!(RingHeader, cq_head);
+const HDR_CQ_TAIL: usize = offset_of!(RingHeader, cq_tail);
+
+/// The kernel's private view of the rings.
+///
+/// Protected by [`Rings::state`].
+struct RingState {
+    /// Next submission to consume; published as the header's `sq_head`.
+    sq_head: u32,
+    /// One past the last completion posted; published as the header's `cq_tail`.
+    cq_tail: u32,
+    /// Completion slots promised to consumed submissions that have not completed yet.
+    cq_reserved: u32,
+}
+
+/// A snapshot of the ring indices, for fdinfo.
+pub(crate) struct RingSnapshot {
+    pub(crate) sq_head: u32,
+    pub(crate) sq_tail: u32,
+    pub(crate) cq_head: u32,
+    pub(crate) cq_tail: u32,
+    pub(crate) cq_reserved: u32,
+}
+
+/// Ring geometry chosen at setup.
+#[derive(Clone, Copy)]
+pub(crate) struct RingLayout {
+    pub(crate) sq_entries: u32,
+    pub(crate) cq_entries: u32,
+    pub(crate) sqes_off: usize,
+    pub(crate) cqes_off: usize,
+    pub(crate) size: usize,
+}
+
+impl RingLayout {
+    /// Validates the sizes user space asked for and lays the region out.
+    ///
+    /// Fails with `EINVAL` for sizes that are zero, not powers of two or out of bounds, for
+    /// nonzero flags and for nonzero reserved fields.
+    pub(crate) fn new(params: &Params) -> Result<Self> {
+        if params.flags != 0 || params.resv0 != 0 || params.resv.iter().any(|&r| r != 0) {
+            return Err(EINVAL);
+        }
+        let sq_entries = params.sq_entries;
+        if sq_entries == 0 || !sq_entries.is_power_of_two() || sq_entries > MAX_SQ_ENTRIES {
+            return Err(EINVAL);
+        }
+        let cq_entries = match params.cq_entries {
+            0 => sq_entries * 2,
+            n => n,
+        };
+        if !cq_entries.is_power_of_two() || cq_entries < sq_entries || cq_entries > MAX_CQ_ENTRIES
+        {
+            return Err(EINVAL);
+        }
+        // Sizes are bounded above, so none of this can overflow.
+        let sqes_off = size_of::<RingHeader>();
+        let cqes_off = sqes_off + sq_entries as usize * size_of::<Sqe>();
+        let end = cqes_off + cq_entries as usize * size_of::<Cqe>();
+        Ok(Self {
+            sq_entries,
+            cq_entries,
+            sqes_off,
+            cqes_off,
+            size: end,
+        })
+    }
+}
+
+/// The rings of one context.
+///
+/// # Invariants
+///
+/// `buf` holds at least `layout.size` bytes laid out as `layout` says, and every submission the
+/// kernel consumed has either completed or holds one of `state.cq_reserved` completion slots.
+#[pin_data]
+pub(crate) struct Rings {
+    buf: UserSharedBuffer,
+    layout: RingLayout,
+    #[pin]
+    state: SpinLock<RingState>,
+}
+
+/// Why [`Rings::claim`] consumed nothing.
+pub(crate) enum ClaimError {
+    /// `sq_tail` or `cq_head` in the shared header is impossible.
+    Corrupt,
+    /// Submissions are pending but the completion ring has no free slot.
+    CqFull,
+}
+
+impl Rings {
+    /// Allocates zeroed rings for `layout` and writes the read-only header fields.
+    ///
+    /// Must not be called from atomic context.
+    pub(crate) fn new(layout: RingLayout) -> Result<Arc<Self>> {
+        let buf = UserSharedBuffer::new(layout.size)?;
+        let header = RingHeader {
+            sq_mask: layout.sq_entries - 1,
+            cq_mask: layout.cq_entries - 1,
+            sq_entries: layout.sq_entries,
+            cq_entries: layout.cq_entries,
+            ..Default::default()
+        };
+        buf.write(0, &header)?;
+        Arc::pin_init(
+            try_pin_init!(Self {
+                buf,
+                layout,
+                state <- new_spinlock!(
+                    RingState {
+                        sq_head: 0,
+                        cq_tail: 0,
+                        cq_reserved: 0,
+                    },
+                    "Rings::state"
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Returns the geometry of the rings.
+    pub(crate) fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// Returns the length user space must map: the region rounded up to whole pages.
+    pub(crate) fn mmap_size(&self) -> usize {
+        self.buf.size()
+    }
+
+    /// Maps the shared region into `vma`, which must cover all of it at offset zero.
+    pub(crate) fn map(&self, vma: &VmaNew) -> Result {
+        self.buf.map(vma)
+    }
+
+    /// Consumes up to `max` submissions, copying each into `batch`, and reserves a completion
+    /// slot for each.
+    ///
+    /// Consumes no more than `batch` has spare capacity for. Returns how many were consumed;
+    /// zero if none are pending.
+    pub(crate) fn claim(&self, max: u32, batch: &mut KVVec<Sqe>) -> Result<u32, ClaimError> {
+        let max = max.min(u32::try_from(batch.capacity() - batch.len()).unwrap_or(u32::MAX));
+        let mut state = self.state.lock();
+        // Pairs with user space's store-release of `sq_tail` after filling entries.
+        let sq_tail = self.buf.load_acquire(HDR_SQ_TAIL).map_err(|_| ClaimError::Corrupt)?;
+        // Pairs with user space's store-release of `cq_head` after reading completions.
+        let cq_head = self.buf.load_acquire(HDR_CQ_HEAD).map_err(|_| ClaimError::Corrupt)?;
+
+        let pending = sq_tail.wrapping_sub(state.sq_head);
+        let unread = state.cq_tail.wrapping_sub(cq_head);
+        if pending > self.layout.sq_entries || unread > self.layout.cq_entries {
+            return Err(ClaimError::Corrupt);
+        }
+        let cq_free = self.layout.cq_entries - unread;
+        let cq_free = cq_free.saturating_sub(state.cq_reserved);
+        let count = pending.min(max).min(cq_free);
+        if count == 0 {
+            return if pending > 0 && max > 0 {
+                Err(ClaimError::CqFull)
+            } else {
+                Ok(0)
+            };
+        }
+
+        let mask = self.layout.sq_entries - 1;
+        for i in 0..count {
+            let slot = (state.sq_head.wrapping_add(i) & mask) as usize;
+            let offset = self.layout.sqes_off + slot * size_of::<Sqe>();
+            // The slot is within the ring by construction; read it exactly once.
+            let sqe = self.buf.read::<Sqe>(offset).map_err(|_| ClaimError::Corrupt)?;
+            batch.push_within_capacity(sqe).map_err(|_| ClaimError::Corrupt)?;
+        }
+        state.sq_head = state.sq_head.wrapping_add(count);
+        state.cq_reserved += count;
+        // Pairs with user space's load-acquire of `sq_head` before reusing the slots.
+        let _ = self.buf.store_release(HDR_SQ_HEAD, state.sq_head);
+        Ok(count)
+    }
+
+    /// Posts the completion of a consumed submission, using one of its reserved slots.
+    pub(crate) fn complete(&self, cqe: &Cqe) {
+        let mut state = self.state.lock();
+        let slot = (state.cq_tail & (self.layout.cq_entries - 1)) as usize;
+        let offset = self.layout.cqes_off + slot * size_of::<Cqe>();
+        // Within the ring by construction.
+        let _ = self.buf.write(offset, cqe);
+        state.cq_tail = state.cq_tail.wrapping_add(1);
+        state.cq_reserved = state.cq_reserved.saturating_sub(1);
+        // Pairs with user space's load-acquire of `cq_tail` before reading the entry.
+        let _ = self.buf.store_release(HDR_CQ_TAIL, state.cq_tail);
+    }
+
+    /// Returns the current indices, for fdinfo.
+    pub(crate) fn snapshot(&self) -> RingSnapshot {
+        let state = self.state.lock();
+        RingSnapshot {
+            sq_head: state.sq_head,
+            sq_tail: self.buf.load_acquire(HDR_SQ_TAIL).unwrap_or(0),
+            cq_head: self.buf.load_acquire(HDR_CQ_HEAD).unwrap_or(0),
+            cq_tail: state.cq_tail,
+            cq_reserved: state.cq_reserved,
+        }
+    }
+}

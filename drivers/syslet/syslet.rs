@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! syslet: asynchronous system calls.
+//!
+//! A process opens `/dev/syslet`, sizes a submission and a completion ring with
+//! `SYSLET_IOC_SETUP`, maps them, writes system calls ("atoms") to the submission ring and
+//! runs them with `SYSLET_IOC_EXEC`: in order, in its own context, as real system calls, each
+//! posting its result to the completion ring. See `include/uapi/linux/syslet.h`.
+//!
+//! Files: `defs.rs` (user-space ABI), `ring.rs` (shared rings), `context.rs` (per-open state,
+//! setup, exec, fdinfo), `atom.rs` (policy and running one atom).
+//!
+//! Lock order: `EXECUTING` and `Rings::state` are leaves; neither is held while an atom runs.
+
+use kernel::{
+    fs::File,
+    ioctl::_IOC_SIZE,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration,
+        OwnedFileOperations, //
+    },
+    mm::virt::VmaNew,
+    prelude::*,
+    seq_file::SeqFile,
+    sync::SpinLock,
+    uaccess::UserSlice,
+};
+
+mod atom;
+mod context;
+mod defs;
+mod ring;
+
+use context::Context;
+
+module! {
+    type: SysletModule,
+    name: "syslet",
+    authors: ["The syslet developers"],
+    description: "Asynchronous system calls",
+    license: "GPL",
+}
+
+/// The device's file operations; open files pin the module.
+static FOPS: OwnedFileOperations<Context> = OwnedFileOperations::new(&THIS_MODULE);
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialized in the module initializer before the device is registered.
+    unsafe(uninit) static EXECUTING: SpinLock<KVec<usize>> = KVec::new();
+}
+
+#[pin_data]
+struct SysletModule {
+    #[pin]
+    _miscdev: MiscDeviceRegistration<Context>,
+}
+
+impl kernel::InPlaceModule for SysletModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // SAFETY: Called exactly once, before the device exists.
+        unsafe { EXECUTING.init() };
+        let options = MiscDeviceOptions { name: c"syslet" };
+        try_pin_init!(Self {
+            _miscdev <- MiscDeviceRegistration::register_owned(options, &FOPS),
+        })
+    }
+}
+
+impl Context {
+    fn ioctl_setup(&self, arg: usize, size: usize) -> Result<isize> {
+        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
+        let mut params = reader.read()?;
+        self.setup(&mut params)?;
+        writer.write(&params)?;
+        Ok(0)
+    }
+
+    fn ioctl_exec(&self, arg: usize, size: usize) -> Result<isize> {
+        let args = UserSlice::new(arg, size).reader().read()?;
+        self.exec(&args)
+    }
+}
+
+#[vtable]
+impl MiscDevice for Context {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+        Context::new()
+    }
+
+    fn mmap(me: Pin<&Context>, _file: &File, vma: &VmaNew) -> Result {
+        me.mmap(vma)
+    }
+
+    fn ioctl(me: Pin<&Context>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let size = _IOC_SIZE(cmd);
+        match cmd {
+            defs::IOC_SETUP => me.ioctl_setup(arg, size),
+            defs::IOC_EXEC => me.ioctl_exec(arg, size),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn show_fdinfo(me: Pin<&Context>, m: &SeqFile, _file: &File) {
+        me.show_fdinfo(m);
+    }
+}

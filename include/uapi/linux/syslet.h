@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * syslet: asynchronous system calls.
+ *
+ * A process opens /dev/syslet, sizes the rings with SYSLET_IOC_SETUP and
+ * maps them with mmap(). It writes submission entries (atoms: a system call
+ * number and six arguments) to the submission ring and calls
+ * SYSLET_IOC_EXEC, which runs them in order, in the caller's own context,
+ * and posts one completion entry per atom to the completion ring.
+ *
+ * Ring protocol (like io_uring's):
+ *
+ *  - The submission ring is written by user space at sq_tail and consumed
+ *    by the kernel at sq_head. User space fills entries, then publishes
+ *    them with a store-release of sq_tail; the kernel reads sq_tail with a
+ *    load-acquire, copies each entry out exactly once, then publishes its
+ *    progress with a store-release of sq_head.
+ *  - The completion ring is written by the kernel at cq_tail and consumed
+ *    by user space at cq_head. The kernel writes entries, then a
+ *    store-release of cq_tail; user space reads cq_tail with a load-acquire,
+ *    reads the entries, then a store-release of cq_head.
+ *  - Indices are free-running 32-bit counters; an entry's slot is
+ *    index & mask. The kernel keeps its own copies of sq_head and cq_tail
+ *    and only reads sq_tail and cq_head from the shared page: garbage there
+ *    makes SYSLET_IOC_EXEC fail with EINVAL, never corrupts the kernel.
+ *  - Every atom the kernel consumes gets exactly one completion, and it
+ *    consumes no more atoms than the completion ring has room for, so the
+ *    completion ring never overflows.
+ */
+#ifndef _UAPI_LINUX_SYSLET_H
+#define _UAPI_LINUX_SYSLET_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define SYSLET_DEVICE		"/dev/syslet"
+
+/* Ring sizes: powers of two. cq_entries == 0 means 2 * sq_entries. */
+#define SYSLET_MAX_SQ_ENTRIES	4096
+#define SYSLET_MAX_CQ_ENTRIES	8192
+
+/*
+ * Submission entry: one system call (an "atom").
+ */
+struct syslet_sqe {
+	__u32	nr;		/* system call number (x86-64 numbering) */
+	__u32	flags;		/* SYSLET_SQE_* */
+	__u64	args[6];	/* arguments, in system call ABI order */
+	__u64	user_data;	/* copied to the completion untouched */
+};
+
+/*
+ * sqe->flags
+ *
+ * SYSLET_SQE_LINK:	the next entry is part of the same chain: it runs
+ *			only if this one succeeds (result >= 0). If an
+ *			entry of a chain fails, every later entry of the
+ *			chain completes with -ECANCELED without running.
+ *			A chain ends at the first entry without the flag,
+ *			and never extends past one SYSLET_IOC_EXEC.
+ */
+#define SYSLET_SQE_LINK		(1U << 0)
+#define SYSLET_SQE_VALID_FLAGS	(SYSLET_SQE_LINK)
+
+/*
+ * Completion entry.
+ */
+struct syslet_cqe {
+	__u64	user_data;	/* sqe->user_data */
+	__s64	res;		/* the call's result, or -errno */
+	__u32	flags;		/* SYSLET_CQE_F_* */
+	__u32	resv0;
+	__u64	resv1;
+};
+
+/*
+ * cqe->flags
+ *
+ * SYSLET_CQE_F_INLINE:	the atom ran to completion in the submitter's
+ *			context without blocking.
+ * SYSLET_CQE_F_ASYNC:	the atom blocked and was finished by the
+ *			submitter's old context after a handoff.
+ * SYSLET_CQE_F_REFUSED: the atom did not run: refused by policy
+ *			(res -EINVAL: acts on the caller's own entry frame,
+ *			such as clone or rt_sigreturn; -EDEADLK: an ioctl
+ *			on a syslet device), by seccomp (res as the filter
+ *			says), bad flags (-EINVAL) or a failed chain
+ *			(-ECANCELED).
+ */
+#define SYSLET_CQE_F_INLINE	(1U << 0)
+#define SYSLET_CQE_F_ASYNC	(1U << 1)
+#define SYSLET_CQE_F_REFUSED	(1U << 2)
+
+/*
+ * The shared region starts with this header. Fields marked (K) are
+ * written by the kernel only, (U) by user space only; (RO) are set at
+ * setup.
+ */
+struct syslet_ring_header {
+	__u32	sq_head;	/* (K) next submission the kernel consumes */
+	__u32	sq_tail;	/* (U) one past the last submission */
+	__u32	cq_head;	/* (U) next completion user space consumes */
+	__u32	cq_tail;	/* (K) one past the last completion */
+	__u32	sq_mask;	/* (RO) sq_entries - 1 */
+	__u32	cq_mask;	/* (RO) cq_entries - 1 */
+	__u32	sq_entries;	/* (RO) */
+	__u32	cq_entries;	/* (RO) */
+	__u32	flags;		/* (K) SYSLET_RING_* */
+	__u32	resv[7];
+};
+
+/* header->flags */
+#define SYSLET_RING_NEED_SPARE	(1U << 0)	/* an atom blocked with no spare parked */
+
+/*
+ * SYSLET_IOC_SETUP argument. In: sq_entries, cq_entries, flags. Out, copied
+ * back: the rest. One setup per open file; reserved fields must be zero.
+ */
+struct syslet_params {
+	__u32	sq_entries;	/* in: power of two, 1..SYSLET_MAX_SQ_ENTRIES */
+	__u32	cq_entries;	/* in: 0, or power of two, sq..SYSLET_MAX_CQ_ENTRIES */
+	__u32	flags;		/* in: must be 0 */
+	__u32	resv0;
+	__u64	mmap_size;	/* out: length to mmap at offset 0 */
+	__u64	sqes_off;	/* out: offset of the submission entries */
+	__u64	cqes_off;	/* out: offset of the completion entries */
+	__u64	resv[4];
+};
+
+/*
+ * SYSLET_IOC_EXEC argument. The ioctl returns the number of submissions
+ * consumed (each gets one completion), or -1 with errno:
+ *   EINVAL  bad flags/reserved fields or corrupt ring indices
+ *   EBUSY   submissions pending but the completion ring is full
+ *   ENXIO   the rings are not set up
+ *   EPERM   the file belongs to another process
+ */
+struct syslet_exec {
+	__u32	to_submit;	/* in: consume at most this many entries */
+	__u32	flags;		/* in: must be 0 */
+	__u64	continuation;	/* in: opaque cookie (see handoff) */
+	__u64	resv[2];
+};
+
+#define SYSLET_IOC_MAGIC	0xB9
+#define SYSLET_IOC_SETUP	_IOWR(SYSLET_IOC_MAGIC, 1, struct syslet_params)
+#define SYSLET_IOC_EXEC		_IOW(SYSLET_IOC_MAGIC, 2, struct syslet_exec)
+
+#endif /* _UAPI_LINUX_SYSLET_H */

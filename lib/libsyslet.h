@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * libsyslet: a small C API over /dev/syslet (header only).
+ *
+ *	struct syslet_ring ring;
+ *	syslet_queue_init(&ring, 64, 0);
+ *	struct syslet_sqe *sqe = syslet_get_sqe(&ring);
+ *	syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
+ *	sqe->user_data = 1;
+ *	syslet_submit(&ring);			// runs it
+ *	struct syslet_cqe *cqe = syslet_peek_cqe(&ring);
+ *	... cqe->res ...
+ *	syslet_cqe_seen(&ring);
+ *	syslet_queue_exit(&ring);
+ *
+ * Functions return 0 or a count on success and -errno on failure.
+ */
+#ifndef LIBSYSLET_H
+#define LIBSYSLET_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <linux/syslet.h>
+
+struct syslet_ring {
+	int fd;
+	void *mem;
+	size_t mem_size;
+	struct syslet_ring_header *hdr;
+	struct syslet_sqe *sqes;
+	struct syslet_cqe *cqes;
+	unsigned int sq_tail;	/* local, published by syslet_submit() */
+	struct syslet_params params;
+};
+
+static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_entries,
+				    unsigned int cq_entries)
+{
+	memset(ring, 0, sizeof(*ring));
+	ring->fd = open(SYSLET_DEVICE, O_RDWR | O_CLOEXEC);
+	if (ring->fd < 0)
+		return -errno;
+	ring->params.sq_entries = sq_entries;
+	ring->params.cq_entries = cq_entries;
+	if (ioctl(ring->fd, SYSLET_IOC_SETUP, &ring->params) < 0)
+		goto fail;
+	ring->mem_size = ring->params.mmap_size;
+	ring->mem = mmap(NULL, ring->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, ring->fd, 0);
+	if (ring->mem == MAP_FAILED)
+		goto fail;
+	ring->hdr = ring->mem;
+	ring->sqes = (void *)((char *)ring->mem + ring->params.sqes_off);
+	ring->cqes = (void *)((char *)ring->mem + ring->params.cqes_off);
+	ring->sq_tail = ring->hdr->sq_tail;
+	return 0;
+fail:
+	{
+		int err = -errno;
+
+		close(ring->fd);
+		ring->fd = -1;
+		return err;
+	}
+}
+
+static inline void syslet_queue_exit(struct syslet_ring *ring)
+{
+	if (ring->mem && ring->mem != MAP_FAILED)
+		munmap(ring->mem, ring->mem_size);
+	if (ring->fd >= 0)
+		close(ring->fd);
+	ring->fd = -1;
+	ring->mem = NULL;
+}
+
+/* Next free submission entry, or NULL if the ring is full. */
+static inline struct syslet_sqe *syslet_get_sqe(struct syslet_ring *ring)
+{
+	/* Pairs with the kernel's store-release of sq_head. */
+	unsigned int head = __atomic_load_n(&ring->hdr->sq_head, __ATOMIC_ACQUIRE);
+	struct syslet_sqe *sqe;
+
+	if (ring->sq_tail - head >= ring->hdr->sq_entries)
+		return NULL;
+	sqe = &ring->sqes[ring->sq_tail & ring->hdr->sq_mask];
+	ring->sq_tail++;
+	memset(sqe, 0, sizeof(*sqe));
+	return sqe;
+}
+
+static inline void syslet_prep(struct syslet_sqe *sqe, unsigned int nr, uint64_t a0,
+			       uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
+{
+	sqe->nr = nr;
+	sqe->args[0] = a0;
+	sqe->args[1] = a1;
+	sqe->args[2] = a2;
+	sqe->args[3] = a3;
+	sqe->args[4] = a4;
+	sqe->args[5] = a5;
+}
+
+/* Publishes the prepared entries and runs up to @count of them. */
+static inline int syslet_submit_n(struct syslet_ring *ring, unsigned int count)
+{
+	struct syslet_exec exec = { .to_submit = count };
+	int ret;
+
+	/* Pairs with the kernel's load-acquire of sq_tail. */
+	__atomic_store_n(&ring->hdr->sq_tail, ring->sq_tail, __ATOMIC_RELEASE);
+	ret = ioctl(ring->fd, SYSLET_IOC_EXEC, &exec);
+	return ret < 0 ? -errno : ret;
+}
+
+static inline int syslet_submit(struct syslet_ring *ring)
+{
+	return syslet_submit_n(ring, ring->hdr->sq_entries);
+}
+
+/* Oldest unread completion, or NULL. */
+static inline struct syslet_cqe *syslet_peek_cqe(struct syslet_ring *ring)
+{
+	unsigned int head = ring->hdr->cq_head;
+	/* Pairs with the kernel's store-release of cq_tail. */
+	unsigned int tail = __atomic_load_n(&ring->hdr->cq_tail, __ATOMIC_ACQUIRE);
+
+	if (head == tail)
+		return NULL;
+	return &ring->cqes[head & ring->hdr->cq_mask];
+}
+
+/* Marks the oldest completion consumed. */
+static inline void syslet_cqe_seen(struct syslet_ring *ring)
+{
+	/* Pairs with the kernel's load-acquire of cq_head. */
+	__atomic_store_n(&ring->hdr->cq_head, ring->hdr->cq_head + 1, __ATOMIC_RELEASE);
+}
+
+#endif /* LIBSYSLET_H */

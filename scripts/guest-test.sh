@@ -1,0 +1,45 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs inside the guest: insert the module, run the kselftests, check that
+# rmmod is refused while the device is open and works after, and scan dmesg.
+# Prints TAP-style "ok N name" / "not ok N name" lines.
+
+ko=$1
+suite=$2
+n=100
+
+check() {
+	local name=$1
+	shift
+	n=$((n + 1))
+	if "$@"; then
+		echo "ok $n guest.$name"
+	else
+		echo "not ok $n guest.$name"
+	fi
+}
+
+check insmod insmod "$ko"
+check device_node test -c /dev/syslet
+
+"$suite"
+
+# While a file is open the module is pinned.
+exec 3</dev/syslet
+check rmmod_refused_while_open bash -c '! rmmod syslet 2>/dev/null'
+exec 3<&-
+check rmmod_after_close rmmod syslet
+check device_node_gone test ! -e /dev/syslet
+
+# Real reports only: a lockdep kernel mentions "lockdep" at boot by design.
+reports='BUG:|WARNING:|Oops|KASAN:|UBSAN:|refcount_t:|possible circular locking|inconsistent lock state|possible recursive locking|suspicious RCU usage|Call Trace:|general protection|kernel BUG|rust_panic|panicked at'
+dmesg >/tmp/syslet-dmesg.txt
+if grep -E "$reports" /tmp/syslet-dmesg.txt; then
+	echo "# guest dmesg:"
+	sed 's/^/# /' /tmp/syslet-dmesg.txt | tail -80
+	check dmesg_clean false
+else
+	check dmesg_clean true
+fi
+echo "syslet-guest: done"

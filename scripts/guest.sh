@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Building the module and user programs against the cached kernel, and
+# booting that kernel under virtme-ng. Sourced by run.sh and test.sh.
+
+# Builds the syslet module against $TREE.
+build_module() {
+	log "module: building drivers/syslet"
+	make -s -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" modules >&2
+}
+
+# Builds the kselftests (as the kernel's selftest build does) and samples.
+build_user() {
+	local ksft=$TREE/tools/testing/selftests/syslet
+	OUT=$CACHE/out
+	mkdir -p "$ksft" "$OUT/selftests" "$OUT/samples"
+	rsync -a --delete "$REPO/tools/testing/selftests/syslet/" "$ksft/"
+	log "user: building kselftests and samples"
+	make -s -C "$ksft" SYSLET_ROOT="$REPO" OUTPUT="$OUT/selftests" >&2
+	make -s -C "$REPO/samples/syslet" OUTPUT="$OUT/samples" >&2
+}
+
+# Decides, once per kernel build, whether KVM boots this kernel; sets VNG_ACCEL.
+# This machine's /dev/kvm may be one on which guests hang early, so KVM is
+# used only after a short probe boot under it has worked.
+choose_accel() {
+	local stamp=$TREE/.syslet-kvm
+	if [ ! -f "$stamp" ] || [ "$stamp" -ot "$TREE/arch/x86/boot/bzImage" ]; then
+		local verdict=tcg
+		if [ -w /dev/kvm ]; then
+			log "guest: probing KVM (60 s at most)"
+			if timeout 60 vng --run "$TREE" --memory 1G --exec 'echo syslet-kvm-ok' \
+				</dev/null 2>/dev/null | grep -q syslet-kvm-ok; then
+				verdict=kvm
+			fi
+		fi
+		echo "$verdict" >"$stamp"
+	fi
+	if [ "$(cat "$stamp")" = kvm ]; then
+		VNG_ACCEL=()
+		log "guest: using KVM"
+	else
+		VNG_ACCEL=(--disable-kvm)
+		log "guest: KVM does not boot this kernel here; using TCG"
+	fi
+}
+
+# Runs a command line in the guest; its output goes to stdout.
+run_guest() {
+	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --cpus 2 --memory 2G \
+		--cwd "$REPO" --exec "$1" </dev/null
+}

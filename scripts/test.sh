@@ -1,0 +1,35 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The test command: bootstrap, build (or reuse) the kernel, build the module
+# and kselftests, boot the kernel under virtme-ng, run the suite there and
+# scan the guest's dmesg. Ends with "N passed, N failed[, N skipped]".
+
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+. "$REPO/scripts/guest.sh"
+
+"$REPO/scripts/bootstrap.sh"
+TREE=$("$REPO/scripts/kernel.sh")
+build_module
+build_user
+choose_accel
+
+log "guest: running the syslet kselftests"
+out=$(mktemp)
+run_guest "scripts/guest-test.sh '$REPO/drivers/syslet/syslet.ko' '$OUT/selftests/syslet_test'" \
+	2>&1 | tee "$out" || true
+
+passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
+skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' "$out" || true)
+failed=$(grep -cE '^not ok [0-9]+ ' "$out" || true)
+passed=$((passed - skipped))
+if ! grep -q '^syslet-guest: done' "$out"; then
+	echo "the guest did not finish (crash, panic or timeout)"
+	failed=$((failed + 1))
+fi
+rm -f "$out"
+summary="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary+=", $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
