@@ -15,8 +15,8 @@ use kernel::{
             Relaxed, //
         },
         aref::ARef,
-        set_once::SetOnce,
         Arc,
+        SetOnce,
     },
     task::Task,
 };
@@ -93,7 +93,7 @@ impl Drop for ExecGuard {
     fn drop(&mut self) {
         let mut executing = EXECUTING.lock();
         if let Some(i) = executing.iter().position(|&t| t == self.task) {
-            executing.swap_remove(i);
+            let _ = executing.remove(i);
         }
     }
 }
@@ -114,14 +114,14 @@ impl Context {
     /// Creates the context of a file opened by the current process.
     pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
         let owner = ARef::from(current!().group_leader());
-        KBox::pin(
+        Ok(KBox::pin(
             Self {
                 owner,
                 rings: SetOnce::new(),
                 stats: Stats::new(),
             },
             GFP_KERNEL,
-        )
+        )?)
     }
 
     /// Fails with `EPERM` unless the current task belongs to the process that opened the device.
@@ -170,9 +170,9 @@ impl Context {
     ///
     /// Returns how many submissions were consumed. Must be called from process context without
     /// locks held.
-    pub(crate) fn exec(&self, args: &ExecArgs) -> Result<isize> {
+    pub(crate) fn exec(&self, args: &mut ExecArgs) -> Result<isize> {
         self.check_owner()?;
-        if args.flags != 0 || args.resv.iter().any(|&r| r != 0) {
+        if args.flags != 0 || args.resv != 0 {
             return Err(EINVAL);
         }
         let rings = self.rings.as_ref().ok_or(ENXIO)?;
@@ -194,6 +194,7 @@ impl Context {
         self.stats.submitted.fetch_add(u64::from(count), Relaxed);
         self.stats.execs.fetch_add(1, Relaxed);
         self.run_batch(rings, &batch);
+        args.submitted = count;
         Ok(count as isize)
     }
 

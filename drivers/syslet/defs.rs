@@ -7,10 +7,7 @@
 //! matches, and to take the constants from.
 
 use kernel::{
-    ioctl::{
-        _IOW,
-        _IOWR, //
-    },
+    ioctl::_IOWR,
     transmute::{
         AsBytes,
         FromBytes, //
@@ -122,9 +119,20 @@ pub(crate) struct ExecArgs {
     pub(crate) to_submit: u32,
     pub(crate) flags: u32,
     pub(crate) continuation: u64,
-    pub(crate) resv: [u64; 2],
+    pub(crate) submitted: u32,
+    pub(crate) status: u32,
+    pub(crate) resv: u64,
 }
-assert_same_layout!(ExecArgs, c::syslet_exec, to_submit, flags, continuation, resv);
+assert_same_layout!(
+    ExecArgs,
+    c::syslet_exec,
+    to_submit,
+    flags,
+    continuation,
+    submitted,
+    status,
+    resv,
+);
 
 // SAFETY: These structures are made of integers with no padding (checked against C above, where
 // every field is explicit), so any bytes are a valid value and every byte is initialized.
@@ -158,4 +166,4 @@ pub(crate) const CQE_F_INLINE: u32 = c::SYSLET_CQE_F_INLINE;
 pub(crate) const CQE_F_REFUSED: u32 = c::SYSLET_CQE_F_REFUSED;
 
 pub(crate) const IOC_SETUP: u32 = _IOWR::<Params>(c::SYSLET_IOC_MAGIC, 1);
-pub(crate) const IOC_EXEC: u32 = _IOW::<ExecArgs>(c::SYSLET_IOC_MAGIC, 2);
+pub(crate) const IOC_EXEC: u32 = _IOWR::<ExecArgs>(c::SYSLET_IOC_MAGIC, 2);

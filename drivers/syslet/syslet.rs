@@ -24,8 +24,10 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
-    sync::SpinLock,
-    uaccess::UserSlice,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
 };
 
 mod atom;
@@ -70,7 +72,7 @@ impl kernel::InPlaceModule for SysletModule {
 
 impl Context {
     fn ioctl_setup(&self, arg: usize, size: usize) -> Result<isize> {
-        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
+        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
         let mut params = reader.read()?;
         self.setup(&mut params)?;
         writer.write(&params)?;
@@ -78,8 +80,11 @@ impl Context {
     }
 
     fn ioctl_exec(&self, arg: usize, size: usize) -> Result<isize> {
-        let args = UserSlice::new(arg, size).reader().read()?;
-        self.exec(&args)
+        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
+        let mut args = reader.read()?;
+        let ret = self.exec(&mut args)?;
+        writer.write(&args)?;
+        Ok(ret)
     }
 }
 

@@ -9,3 +9,13 @@ __rust_helper void rust_helper_preempt_notifier_init(struct preempt_notifier *no
 	preempt_notifier_init(notifier, ops);
 }
 #endif
+
+__rust_helper void rust_helper_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+__rust_helper void rust_helper_preempt_enable(void)
+{
+	preempt_enable();
+}

@@ -12,3 +12,18 @@ __rust_helper void rust_helper_set_notify_signal(struct task_struct *task)
 {
 	set_notify_signal(task);
 }
+
+__rust_helper void rust_helper_set_current_state(unsigned int state)
+{
+	set_current_state(state);
+}
+
+__rust_helper void rust_helper___set_current_state(unsigned int state)
+{
+	__set_current_state(state);
+}
+
+__rust_helper void rust_helper_clear_notify_signal(void)
+{
+	clear_notify_signal();
+}

@@ -129,21 +129,36 @@ struct syslet_params {
 
 /*
  * SYSLET_IOC_EXEC argument. The ioctl returns the number of submissions
- * consumed (each gets one completion), or -1 with errno:
+ * consumed (each gets one completion; also copied to @submitted), or -1 with
+ * errno:
  *   EINVAL  bad flags/reserved fields or corrupt ring indices
  *   EBUSY   submissions pending but the completion ring is full
  *   ENXIO   the rings are not set up
  *   EPERM   the file belongs to another process
+ *   EDEADLK called from an atom (execs do not nest)
+ *
+ * @continuation: 0, or an opaque nonzero cookie naming the caller's user
+ * context. With a cookie, if an atom blocks while a spare thread is parked
+ * (SYSLET_IOC_PARK), the spare returns to user space with the cookie and
+ * resumes the caller's program; the caller finishes the batch and returns
+ * with @status SYSLET_EXEC_HANDED_OFF: its continuation now belongs to the
+ * spare. With 0, atoms that block just block the caller.
  */
 struct syslet_exec {
 	__u32	to_submit;	/* in: consume at most this many entries */
 	__u32	flags;		/* in: must be 0 */
-	__u64	continuation;	/* in: opaque cookie (see handoff) */
-	__u64	resv[2];
+	__u64	continuation;	/* in: see above */
+	__u32	submitted;	/* out: entries consumed */
+	__u32	status;		/* out: SYSLET_EXEC_* */
+	__u64	resv;		/* must be 0 */
 };
+
+/* exec->status */
+#define SYSLET_EXEC_DONE	0	/* the caller keeps its continuation */
+#define SYSLET_EXEC_HANDED_OFF	1	/* a spare resumed the continuation */
 
 #define SYSLET_IOC_MAGIC	0xB9
 #define SYSLET_IOC_SETUP	_IOWR(SYSLET_IOC_MAGIC, 1, struct syslet_params)
-#define SYSLET_IOC_EXEC		_IOW(SYSLET_IOC_MAGIC, 2, struct syslet_exec)
+#define SYSLET_IOC_EXEC		_IOWR(SYSLET_IOC_MAGIC, 2, struct syslet_exec)
 
 #endif /* _UAPI_LINUX_SYSLET_H */

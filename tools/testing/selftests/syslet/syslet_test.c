@@ -175,6 +175,7 @@ TEST(use_before_setup)
 TEST_F(ring, bad_mmap)
 {
 	size_t size = self->ring.mem_size;
+	struct syslet_ring_header *h2;
 	int fd = self->ring.fd;
 
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, size - 4096 ?: 4096 * 2, PROT_READ, MAP_SHARED, fd, 0));
@@ -186,13 +187,10 @@ TEST_F(ring, bad_mmap)
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0));
 
 	/* A second full mapping works and shows the same memory. */
-	{
-		struct syslet_ring_header *h2 = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-
-		ASSERT_NE(MAP_FAILED, h2);
-		EXPECT_EQ(self->ring.hdr->sq_entries, h2->sq_entries);
-		munmap(h2, size);
-	}
+	h2 = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, h2);
+	EXPECT_EQ(self->ring.hdr->sq_entries, h2->sq_entries);
+	munmap(h2, size);
 }
 
 TEST_F(ring, getpid_runs_inline)
@@ -401,13 +399,13 @@ TEST_F(ring, bad_exec_args)
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_EXEC, &exec));
 	EXPECT_EQ(EINVAL, errno);
 	exec.flags = 0;
-	exec.resv[1] = 1;
+	exec.resv = 1;
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_EXEC, &exec));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_EXEC, (void *)8));
 	EXPECT_EQ(EFAULT, errno);
 	/* Nothing queued: nothing to do. */
-	exec.resv[1] = 0;
+	exec.resv = 0;
 	EXPECT_EQ(0, ioctl(self->ring.fd, SYSLET_IOC_EXEC, &exec));
 }
 
@@ -499,13 +497,17 @@ TEST(foreign_process_is_refused)
 	close(fd);
 	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
 	syslet_prep(syslet_get_sqe(&ring), __NR_getpid, 0, 0, 0, 0, 0, 0);
+	__atomic_store_n(&ring.hdr->sq_tail, ring.sq_tail, __ATOMIC_RELEASE);
 	pid = fork();
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
 		struct syslet_exec exec = { .to_submit = 1 };
 		struct syslet_params p = { .sq_entries = 4 };
 
-		__atomic_store_n(&ring.hdr->sq_tail, 1, __ATOMIC_RELEASE);
+		/* The rings are not inherited (VM_DONTCOPY)... */
+		if (msync(ring.mem, ring.mem_size, MS_ASYNC) != -1 || errno != ENOMEM)
+			_exit(4);
+		/* ...and the inherited fd is refused. */
 		if (ioctl(ring.fd, SYSLET_IOC_EXEC, &exec) != -1 || errno != EPERM)
 			_exit(1);
 		if (ioctl(ring.fd, SYSLET_IOC_SETUP, &p) != -1 || errno != EPERM)

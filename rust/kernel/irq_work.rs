@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Work deferred to hard interrupt context.
+//!
+//! An [`IrqWork`] lets code that runs where almost nothing is allowed (a scheduler hook with the
+//! runqueue lock held, an NMI handler) ask for a callback in hard interrupt context shortly
+//! after, typically to wake a task. The work is "hard": it runs in hard interrupt context on
+//! PREEMPT_RT too.
+//!
+//! C header: [`include/linux/irq_work.h`](srctree/include/linux/irq_work.h).
+
+use crate::{
+    bindings,
+    prelude::*,
+    types::Opaque, //
+};
+use core::marker::PhantomData;
+
+/// The callback of an [`IrqWork`].
+pub trait IrqWorkHandler: Sync {
+    /// Runs in hard interrupt context: must not sleep or take sleeping locks.
+    fn run(&self);
+}
+
+/// A hard `struct irq_work` embedded next to its handler data.
+///
+/// # Invariants
+///
+/// `work` is initialized as a hard irq work whose function is [`IrqWork::run_raw`] for `T`, and
+/// it is idle (neither pending nor running) when `self` is dropped.
+#[pin_data(PinnedDrop)]
+pub struct IrqWork<T: IrqWorkHandler> {
+    #[pin]
+    work: Opaque<bindings::irq_work>,
+    data: T,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The work may be queued and synced from any thread; `T: Sync` makes the handler data
+// usable from the interrupt that runs it.
+unsafe impl<T: IrqWorkHandler + Send> Send for IrqWork<T> {}
+// SAFETY: As above: all `&self` methods may run concurrently.
+unsafe impl<T: IrqWorkHandler> Sync for IrqWork<T> {}
+
+impl<T: IrqWorkHandler> IrqWork<T> {
+    /// Creates an idle irq work with handler data `data`.
+    pub fn new(data: T) -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes; the helper initializes all of it.
+            // INVARIANT: Initialized as a hard work with `run_raw` as its function.
+            work <- Opaque::ffi_init(|slot| unsafe {
+                bindings::init_hard_irq_work(slot, Some(Self::run_raw))
+            }),
+            data,
+            _t: PhantomData,
+        })
+    }
+
+    /// Returns the handler data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    /// Queues the work on the current CPU; returns `false` if it was already pending.
+    ///
+    /// Callable from any context, including NMI and scheduler hooks with the runqueue lock held.
+    pub fn queue(&self) -> bool {
+        // SAFETY: `work` is initialized (type invariant) and pinned: an `IrqWork` only exists
+        // initialized in place, and `Opaque` makes it `!Unpin`. `drop` waits for the work to be
+        // idle before the memory goes away.
+        unsafe { bindings::irq_work_queue(self.work.get()) }
+    }
+
+    /// Waits until the work is neither pending nor running.
+    ///
+    /// Must not be called from atomic context.
+    pub fn sync(&self) {
+        // SAFETY: `work` is initialized by the type invariant.
+        unsafe { bindings::irq_work_sync(self.work.get()) }
+    }
+
+    /// # Safety
+    ///
+    /// `work` must be the `work` field of a live `IrqWork<T>`.
+    unsafe extern "C" fn run_raw(work: *mut bindings::irq_work) {
+        let work = work.cast::<Opaque<bindings::irq_work>>();
+        // SAFETY: By the safety requirement `work` is the `work` field of an `IrqWork<T>`, which
+        // stays alive until the work is idle (type invariant).
+        let this = unsafe { &*crate::container_of!(work, Self, work) };
+        this.data.run();
+    }
+}
+
+#[pinned_drop]
+impl<T: IrqWorkHandler> PinnedDrop for IrqWork<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // INVARIANT: The work is idle from here on: nothing can queue it anymore.
+        self.sync();
+    }
+}

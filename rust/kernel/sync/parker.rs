@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A wakeup for one known task that can be sent from any context.
+//!
+//! [`CondVar`](super::CondVar) loses a wakeup sent without holding its lock, and the lock cannot
+//! be taken in hard interrupt context. A [`Parker`] is the classic pattern instead: the waiter
+//! sets its task state before it checks a token, so an [`unpark`](Parker::unpark) that comes in
+//! between is never lost, and `unpark` itself only stores the token and wakes the task, which
+//! hard interrupt handlers may do.
+
+use crate::{
+    bindings,
+    current,
+    error::code::ERESTARTSYS,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Acquire,
+            Atomic,
+            Release, //
+        },
+    },
+    task::Task,
+};
+
+/// Lets its task sleep until another context unparks it.
+///
+/// # Invariants
+///
+/// `task` is the task that created the parker.
+pub struct Parker {
+    task: ARef<Task>,
+    /// 1 if an unpark has not been consumed by a park yet.
+    token: Atomic<i32>,
+}
+
+impl Parker {
+    /// Creates a parker for the current task.
+    pub fn new() -> Self {
+        // INVARIANT: The current task creates it.
+        Self {
+            task: ARef::from(&**current!()),
+            token: Atomic::new(0),
+        }
+    }
+
+    /// Returns the task that parks.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Sleeps until unparked; returns at once if an unpark came since the last park.
+    ///
+    /// Fails with `ERESTARTSYS` if a signal is pending. Must be called from process context by
+    /// the task that created the parker: another task would sleep without anyone to wake it.
+    pub fn park_interruptible(&self) -> Result {
+        loop {
+            // The state is set (with a full barrier) before the token is checked, so an
+            // `unpark` after the check finds us sleeping and wakes us.
+            // SAFETY: Sets the current task's state; always valid in process context.
+            unsafe { bindings::set_current_state(bindings::TASK_INTERRUPTIBLE) };
+            // Pairs with the `Release` store in `unpark`.
+            if self.token.xchg(0, Acquire) != 0 {
+                break;
+            }
+            if current!().signal_pending() {
+                // SAFETY: As above.
+                unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
+                return Err(ERESTARTSYS);
+            }
+            // SAFETY: Sleeping is allowed in process context without locks held.
+            unsafe { bindings::schedule() };
+        }
+        // SAFETY: As above.
+        unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
+        Ok(())
+    }
+
+    /// Wakes the task if it is parked, or makes its next park return at once.
+    ///
+    /// Callable from any context, including hard interrupt context.
+    pub fn unpark(&self) {
+        self.token.store(1, Release);
+        self.task.wake_up();
+    }
+}
