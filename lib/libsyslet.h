@@ -122,6 +122,55 @@ static inline int syslet_submit(struct syslet_ring *ring)
 	return syslet_submit_n(ring, ring->hdr->sq_entries);
 }
 
+/*
+ * Like syslet_submit_n(), naming the caller's continuation @cookie (nonzero):
+ * if an atom blocks, a parked spare resumes the program with @cookie and
+ * *@handed_off is set: the caller must then not resume it itself.
+ */
+static inline int syslet_submit_cont(struct syslet_ring *ring, unsigned int count,
+				     uint64_t cookie, int *handed_off)
+{
+	struct syslet_exec exec = { .to_submit = count, .continuation = cookie };
+	int ret;
+
+	__atomic_store_n(&ring->hdr->sq_tail, ring->sq_tail, __ATOMIC_RELEASE);
+	ret = ioctl(ring->fd, SYSLET_IOC_EXEC, &exec);
+	if (ret < 0)
+		return -errno;
+	*handed_off = exec.status == SYSLET_EXEC_HANDED_OFF;
+	return ret;
+}
+
+/*
+ * Parks the calling thread as a spare; returns 0 with the cookie of the
+ * continuation to resume, -EINTR on a signal, -ESHUTDOWN when the context
+ * closes.
+ */
+static inline int syslet_park(struct syslet_ring *ring, uint64_t *cookie)
+{
+	struct syslet_park park = { 0 };
+
+	if (ioctl(ring->fd, SYSLET_IOC_PARK, &park) < 0)
+		return -errno;
+	*cookie = park.continuation;
+	return 0;
+}
+
+/* Waits for @min completions; timeout_ns < 0 waits forever. */
+static inline int syslet_wait(struct syslet_ring *ring, unsigned int min, int64_t timeout_ns)
+{
+	struct syslet_wait wait = { .min_complete = min, .timeout_ns = timeout_ns };
+	int ret = ioctl(ring->fd, SYSLET_IOC_WAIT, &wait);
+
+	return ret < 0 ? -errno : ret;
+}
+
+/* Interrupts the handed-off atom with @user_data. */
+static inline int syslet_cancel(struct syslet_ring *ring, uint64_t user_data)
+{
+	return ioctl(ring->fd, SYSLET_IOC_CANCEL, &user_data) < 0 ? -errno : 0;
+}
+
 /* Oldest unread completion, or NULL. */
 static inline struct syslet_cqe *syslet_peek_cqe(struct syslet_ring *ring)
 {

@@ -6,7 +6,10 @@
 # Prints TAP-style "ok N name" / "not ok N name" lines.
 
 ko=$1
-suite=$2
+suites=$2	# directory of kselftest programs
+log=$3		# a file on the host: the console may drop early output
+
+exec > >(tee "$log") 2>&1
 n=100
 
 check() {
@@ -23,7 +26,9 @@ check() {
 check insmod insmod "$ko"
 check device_node test -c /dev/syslet
 
-"$suite"
+for t in syslet_test handoff_test; do
+	"$suites/$t"
+done
 
 # While a file is open the module is pinned.
 exec 3</dev/syslet
@@ -43,3 +48,6 @@ else
 	check dmesg_clean true
 fi
 echo "syslet-guest: done"
+# Let tee flush before the guest powers off.
+exec >&- 2>&-
+wait

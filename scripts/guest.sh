@@ -45,8 +45,11 @@ choose_accel() {
 	fi
 }
 
-# Runs a command line in the guest; its output goes to stdout.
+# Runs a command line in the guest; its output goes to stdout. Further
+# arguments go to vng (e.g. --rwdir DIR to let the guest write DIR).
 run_guest() {
+	local cmd=$1
+	shift
 	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --cpus 2 --memory 2G \
-		--cwd "$REPO" --exec "$1" </dev/null
+		--cwd "$REPO" "$@" --exec "$cmd" </dev/null
 }

@@ -16,19 +16,23 @@ build_user
 choose_accel
 
 log "guest: running the syslet kselftests"
-out=$(mktemp)
-run_guest "scripts/guest-test.sh '$REPO/drivers/syslet/syslet.ko' '$OUT/selftests/syslet_test'" \
-	2>&1 | tee "$out" || true
+results=$(mktemp -d "$CACHE/results.XXXXXX")
+out=$results/log
+touch "$out"
+run_guest "scripts/guest-test.sh '$REPO/drivers/syslet/syslet.ko' '$OUT/selftests' '$out'" \
+	--rwdir "$results" >"$results/console" 2>&1 || true
+cat "$out"
 
 passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
 skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' "$out" || true)
 failed=$(grep -cE '^not ok [0-9]+ ' "$out" || true)
 passed=$((passed - skipped))
 if ! grep -q '^syslet-guest: done' "$out"; then
-	echo "the guest did not finish (crash, panic or timeout)"
+	echo "the guest did not finish (crash, panic or timeout); its console:"
+	tail -n 60 "$results/console"
 	failed=$((failed + 1))
 fi
-rm -f "$out"
+rm -rf "$results"
 summary="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && summary+=", $skipped skipped"
 echo "$summary"

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Per-open-file state: one context, its rings and counters.
+//! Per-open-file state: one context, its rings, spares and counters.
 
 use kernel::{
     bindings,
     current,
+    fs::File,
     mm::virt::VmaNew,
+    new_spinlock,
+    preempt_notifier::PreemptNotifier,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
@@ -15,8 +18,10 @@ use kernel::{
             Relaxed, //
         },
         aref::ARef,
+        poll::PollTable,
         Arc,
         SetOnce,
+        SpinLock,
     },
     task::Task,
 };
@@ -32,39 +37,115 @@ use crate::{
         ExecArgs,
         Params,
         Sqe,
+        WaitArgs,
+        CQE_F_ASYNC,
+        CQE_F_INLINE,
+        CQE_F_REFUSED,
+        EXEC_HANDED_OFF,
+        RING_NEED_SPARE,
         SQE_LINK, //
+    },
+    handoff::{
+        BlockHook,
+        Continuation,
+        Spare,
+        HANDED, //
     },
     ring::{
         ClaimError,
         RingLayout,
-        Rings, //
+        Rings,
+        WaitError, //
     },
     EXECUTING,
 };
+
+/// Upper bounds, in microseconds, of the handoff latency histogram buckets; the last bucket has
+/// no bound.
+const LATENCY_BOUNDS_US: [i64; 7] = [10, 20, 50, 100, 200, 500, 1000];
 
 /// Counters shown in fdinfo.
 struct Stats {
     /// Submissions consumed.
     submitted: Atomic<u64>,
-    /// Atoms that ran to completion in the submitter's context.
+    /// Atoms completed while the submitter owned its continuation.
     completed_inline: Atomic<u64>,
+    /// Atoms completed after the submitter's continuation was handed off.
+    completed_async: Atomic<u64>,
     /// Completions with a negative result, refused atoms included.
     errors: Atomic<u64>,
     /// Atoms that did not run: policy, seccomp, bad flags, failed chains, signals.
     refused: Atomic<u64>,
     /// `SYSLET_IOC_EXEC` calls that consumed at least one submission.
     execs: Atomic<u64>,
+    /// Continuations a spare took over.
+    handoffs: Atomic<u64>,
+    /// Atoms that blocked, with a continuation cookie, while no spare was parked.
+    sync_fallbacks: Atomic<u64>,
+    /// Spares parked now.
+    spares_parked: Atomic<u64>,
+    /// Atoms cancelled with `SYSLET_IOC_CANCEL`.
+    cancelled: Atomic<u64>,
+    /// Handoff latency, from the block to the spare running: see `LATENCY_BOUNDS_US`.
+    latency_us: [Atomic<u64>; 8],
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            submitted: Atomic::new(0),
+            completed_inline: Atomic::new(0),
+            completed_async: Atomic::new(0),
+            errors: Atomic::new(0),
+            refused: Atomic::new(0),
+            execs: Atomic::new(0),
+            handoffs: Atomic::new(0),
+            sync_fallbacks: Atomic::new(0),
+            spares_parked: Atomic::new(0),
+            cancelled: Atomic::new(0),
+            latency_us: [const { Atomic::new(0) }; 8],
+        }
+    }
+
+    fn inc(counter: &Atomic<u64>) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    fn record_latency(&self, us: i64) {
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| us < bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(counter) = self.latency_us.get(bucket) {
+            Self::inc(counter);
+        }
+    }
+}
+
+/// Spares and in-flight continuations of a context.
+///
+/// Protected by [`Context::handoff`]; taken before a spare's `lent_to`.
+struct HandoffState {
+    /// Parked spares not lent to any exec, most recently parked last.
+    parked: KVec<Arc<Spare>>,
+    /// Continuations of execs running now, for cancellation.
+    inflight: KVec<Arc<Continuation>>,
+    /// The owner closed a descriptor or is exiting: spares leave, none may park.
+    closing: bool,
 }
 
 /// A syslet context: what one open of `/dev/syslet` owns.
 ///
 /// Only the process that opened the device may use it: another process that inherits or receives
 /// the file gets `EPERM` from every ioctl and from mmap.
+#[pin_data]
 pub(crate) struct Context {
     /// The thread-group leader of the process that opened the device.
     owner: ARef<Task>,
     /// The rings, once `SYSLET_IOC_SETUP` has run.
     rings: SetOnce<Arc<Rings>>,
+    #[pin]
+    handoff: SpinLock<HandoffState>,
     stats: Stats,
 }
 
@@ -98,39 +179,44 @@ impl Drop for ExecGuard {
     }
 }
 
-impl Stats {
-    fn new() -> Self {
-        Self {
-            submitted: Atomic::new(0),
-            completed_inline: Atomic::new(0),
-            errors: Atomic::new(0),
-            refused: Atomic::new(0),
-            execs: Atomic::new(0),
-        }
-    }
-}
-
 impl Context {
     /// Creates the context of a file opened by the current process.
     pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
         let owner = ARef::from(current!().group_leader());
-        Ok(KBox::pin(
-            Self {
+        KBox::try_pin_init(
+            try_pin_init!(Self {
                 owner,
                 rings: SetOnce::new(),
+                handoff <- new_spinlock!(
+                    HandoffState {
+                        parked: KVec::new(),
+                        inflight: KVec::new(),
+                        closing: false,
+                    },
+                    "Context::handoff"
+                ),
                 stats: Stats::new(),
-            },
+            }),
             GFP_KERNEL,
-        )?)
+        )
+    }
+
+    /// Returns whether the current task belongs to the process that opened the device.
+    fn current_is_owner(&self) -> bool {
+        core::ptr::eq(current!().group_leader().as_ptr(), self.owner.as_ptr())
     }
 
     /// Fails with `EPERM` unless the current task belongs to the process that opened the device.
     fn check_owner(&self) -> Result {
-        if core::ptr::eq(current!().group_leader().as_ptr(), self.owner.as_ptr()) {
+        if self.current_is_owner() {
             Ok(())
         } else {
             Err(EPERM)
         }
+    }
+
+    fn rings(&self) -> Result<&Arc<Rings>> {
+        self.rings.as_ref().ok_or(ENXIO)
     }
 
     /// `SYSLET_IOC_SETUP`: sizes and allocates the rings; fills in the layout.
@@ -157,7 +243,7 @@ impl Context {
     /// Maps the rings; the VMA must cover all of them at offset zero.
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         self.check_owner()?;
-        let rings = self.rings.as_ref().ok_or(ENXIO)?;
+        let rings = self.rings()?;
         // The rings are data: never executable, and not inherited across fork, where they would
         // belong to a process that may not use them.
         vma.try_clear_mayexec()?;
@@ -168,14 +254,15 @@ impl Context {
     /// `SYSLET_IOC_EXEC`: consumes up to `args.to_submit` submissions and runs each one in the
     /// current task, in order, posting one completion each.
     ///
-    /// Returns how many submissions were consumed. Must be called from process context without
-    /// locks held.
+    /// With a continuation cookie, an atom that blocks hands the cookie to a parked spare; see
+    /// `handoff.rs`. Returns how many submissions were consumed. Must be called from process
+    /// context without locks held.
     pub(crate) fn exec(&self, args: &mut ExecArgs) -> Result<isize> {
         self.check_owner()?;
         if args.flags != 0 || args.resv != 0 {
             return Err(EINVAL);
         }
-        let rings = self.rings.as_ref().ok_or(ENXIO)?;
+        let rings = self.rings()?;
         let max = args.to_submit.min(rings.layout().sq_entries);
         if max == 0 {
             return Ok(0);
@@ -192,33 +279,86 @@ impl Context {
             return Ok(0);
         }
         self.stats.submitted.fetch_add(u64::from(count), Relaxed);
-        self.stats.execs.fetch_add(1, Relaxed);
-        self.run_batch(rings, &batch);
+        Stats::inc(&self.stats.execs);
+
         args.submitted = count;
+        if args.continuation == 0 {
+            // No continuation to hand off: nothing watches the task, zero extra cost.
+            self.run_batch(rings, &batch, None);
+        } else if self.run_batch_with_handoff(rings, &batch, args.continuation)? {
+            args.status = EXEC_HANDED_OFF;
+        }
         Ok(count as isize)
     }
 
+    /// Runs a batch with the continuation `cookie`, lending it the most recent spare.
+    ///
+    /// Returns whether the continuation was handed off.
+    fn run_batch_with_handoff(&self, rings: &Rings, batch: &[Sqe], cookie: u64) -> Result<bool> {
+        let cont = Continuation::new(cookie)?;
+        {
+            let mut handoff = self.handoff.lock();
+            handoff.inflight.push(cont.clone(), GFP_ATOMIC)?;
+            if let Some(spare) = handoff.parked.pop() {
+                *spare.lent_to.lock() = Some(cont.clone());
+                let _ = cont.wake.data().spare.populate(spare);
+            }
+        }
+
+        pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook { cont: cont.clone() }));
+        hook.with_registered(|| self.run_batch(rings, batch, Some(&cont)));
+
+        let handed = cont.state.load(Relaxed) == HANDED;
+        let mut handoff = self.handoff.lock();
+        if let Some(i) = handoff.inflight.iter().position(|c| Arc::ptr_eq(c, &cont)) {
+            let _ = handoff.inflight.remove(i);
+        }
+        if let Some(spare) = cont.spare() {
+            let mut lent_to = spare.lent_to.lock();
+            // Still lent (not claimed, not gone): the spare goes back on top of the stack. Its
+            // slot in `parked` is still allocated, as the stack only shrank since it was popped.
+            if lent_to.take().is_some() {
+                drop(lent_to);
+                if handoff.closing {
+                    spare.parker.unpark();
+                } else if handoff.parked.push_within_capacity(spare.clone()).is_err() {
+                    spare.parker.unpark();
+                }
+            }
+        }
+        Ok(handed)
+    }
+
     /// Runs a claimed batch in order, posting one completion per entry.
-    fn run_batch(&self, rings: &Rings, batch: &[Sqe]) {
+    fn run_batch(&self, rings: &Rings, batch: &[Sqe], cont: Option<&Continuation>) {
         let mut chain_failed = false;
         let mut interrupted = false;
+        let mut handed = false;
         for sqe in batch {
-            let outcome = if interrupted {
+            let mut outcome = if interrupted {
                 // A signal arrived: let it be handled (or kill) before anything else runs.
                 Outcome::refused(EINTR)
             } else if chain_failed {
                 Outcome::refused(errno(bindings::ECANCELED))
+            } else if let Some(cont) = cont {
+                let outcome = self.run_watched(rings, sqe, cont);
+                handed = handed || !cont.reclaim();
+                outcome
             } else {
                 atom::run(sqe)
             };
             chain_failed = sqe.flags & SQE_LINK != 0 && outcome.res < 0;
             if outcome.res < 0 {
-                self.stats.errors.fetch_add(1, Relaxed);
+                Stats::inc(&self.stats.errors);
             }
-            if outcome.flags & crate::defs::CQE_F_REFUSED != 0 {
-                self.stats.refused.fetch_add(1, Relaxed);
-            } else {
-                self.stats.completed_inline.fetch_add(1, Relaxed);
+            if outcome.flags & CQE_F_REFUSED != 0 {
+                Stats::inc(&self.stats.refused);
+            }
+            if handed {
+                outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
+                Stats::inc(&self.stats.completed_async);
+            } else if outcome.flags & CQE_F_INLINE != 0 {
+                Stats::inc(&self.stats.completed_inline);
             }
             rings.complete(&Cqe {
                 user_data: sqe.user_data,
@@ -228,6 +368,138 @@ impl Context {
             });
             if !interrupted && current!().signal_pending() {
                 interrupted = true;
+            }
+        }
+    }
+
+    /// Runs one atom of an exec with a continuation, reporting blocks without a spare and
+    /// cancellation.
+    fn run_watched(&self, rings: &Rings, sqe: &Sqe, cont: &Continuation) -> Outcome {
+        cont.running_user_data.store(sqe.user_data, Relaxed);
+        cont.atom_running.store(true, Relaxed);
+        let mut outcome = atom::run(sqe);
+        cont.atom_running.store(false, Relaxed);
+        if cont.cancel_requested.xchg(false, Relaxed) {
+            // The cancel interrupted the call; don't let it interrupt the next one too.
+            Task::clear_notify_signal_current();
+            Stats::inc(&self.stats.cancelled);
+            if outcome.res == -i64::from(bindings::EINTR) {
+                outcome.res = -i64::from(bindings::ECANCELED);
+            }
+        }
+        if cont.blocked_without_spare.xchg(false, Relaxed) {
+            Stats::inc(&self.stats.sync_fallbacks);
+            rings.set_flag(RING_NEED_SPARE, true);
+        }
+        outcome
+    }
+
+    /// `SYSLET_IOC_PARK`: waits as a spare; returns the continuation cookie of the submitter this
+    /// thread must take over.
+    ///
+    /// Fails with `EINTR` on a signal and `ESHUTDOWN` when the context closes.
+    pub(crate) fn park(&self) -> Result<u64> {
+        self.check_owner()?;
+        let rings = self.rings()?;
+        let spare = Spare::new()?;
+        {
+            let mut handoff = self.handoff.lock();
+            if handoff.closing {
+                return Err(errno(bindings::ESHUTDOWN));
+            }
+            handoff.parked.push(spare.clone(), GFP_ATOMIC)?;
+        }
+        Stats::inc(&self.stats.spares_parked);
+        rings.set_flag(RING_NEED_SPARE, false);
+
+        let ret = loop {
+            let woken = spare.parker.park_interruptible();
+            let mut handoff = self.handoff.lock();
+            let lent_to = spare.lent_to.lock().clone();
+            if let Some(cont) = lent_to {
+                if cont.claim() {
+                    // The continuation is ours; the exec will not take this spare back.
+                    *spare.lent_to.lock() = None;
+                    drop(handoff);
+                    self.stats.record_latency(cont.handoff_latency_us());
+                    Stats::inc(&self.stats.handoffs);
+                    break Ok(cont.cookie);
+                }
+            }
+            if handoff.closing || woken.is_err() {
+                // Leave: out of the stack, or away from the exec that borrowed us (it then
+                // simply has no spare).
+                if let Some(i) = handoff.parked.iter().position(|s| Arc::ptr_eq(s, &spare)) {
+                    let _ = handoff.parked.remove(i);
+                }
+                *spare.lent_to.lock() = None;
+                break Err(if handoff.closing {
+                    errno(bindings::ESHUTDOWN)
+                } else {
+                    EINTR
+                });
+            }
+            // Woken for a continuation the submitter took back first: park again.
+        };
+        self.stats.spares_parked.fetch_sub(1, Relaxed);
+        ret
+    }
+
+    /// `SYSLET_IOC_WAIT`: waits for completions.
+    pub(crate) fn wait(&self, args: &WaitArgs) -> Result<isize> {
+        self.check_owner()?;
+        if args.flags != 0 || args.resv != 0 {
+            return Err(EINVAL);
+        }
+        match self.rings()?.wait(args.min_complete, args.timeout_ns) {
+            Ok(unread) => Ok(unread as isize),
+            Err(WaitError::Invalid) => Err(EINVAL),
+            Err(WaitError::TimedOut) => Err(ETIMEDOUT),
+            Err(WaitError::Interrupted) => Err(EINTR),
+        }
+    }
+
+    /// `SYSLET_IOC_CANCEL`: interrupts the handed-off atom with `user_data`.
+    pub(crate) fn cancel(&self, user_data: u64) -> Result<isize> {
+        self.check_owner()?;
+        let handoff = self.handoff.lock();
+        let cont = handoff.inflight.iter().find(|c| {
+            c.state.load(Relaxed) == HANDED
+                && c.atom_running.load(Relaxed)
+                && c.running_user_data.load(Relaxed) == user_data
+        });
+        match cont {
+            Some(cont) => {
+                cont.cancel_requested.store(true, Relaxed);
+                cont.submitter.notify_signal();
+                Ok(0)
+            }
+            None => Err(ENOENT),
+        }
+    }
+
+    /// Readiness for poll/epoll: `POLLIN` while completions are unread.
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        match self.rings.as_ref() {
+            Some(rings) => rings.poll(file, &table),
+            None => bindings::POLLERR,
+        }
+    }
+
+    /// A descriptor of the file is being closed: if by the owner (also at its exit), the
+    /// context's spares leave with `ESHUTDOWN` and no more may park.
+    pub(crate) fn flush(&self) {
+        if !self.current_is_owner() {
+            return;
+        }
+        let mut handoff = self.handoff.lock();
+        handoff.closing = true;
+        for spare in handoff.parked.iter() {
+            spare.parker.unpark();
+        }
+        for cont in handoff.inflight.iter() {
+            if let Some(spare) = cont.spare() {
+                spare.parker.unpark();
             }
         }
     }
@@ -249,8 +521,20 @@ impl Context {
         let s = &self.stats;
         seq_print!(m, "submitted:\t{}\n", s.submitted.load(Relaxed));
         seq_print!(m, "completed_inline:\t{}\n", s.completed_inline.load(Relaxed));
+        seq_print!(m, "completed_async:\t{}\n", s.completed_async.load(Relaxed));
         seq_print!(m, "errors:\t{}\n", s.errors.load(Relaxed));
         seq_print!(m, "refused:\t{}\n", s.refused.load(Relaxed));
         seq_print!(m, "execs:\t{}\n", s.execs.load(Relaxed));
+        seq_print!(m, "handoffs:\t{}\n", s.handoffs.load(Relaxed));
+        seq_print!(m, "sync_fallbacks:\t{}\n", s.sync_fallbacks.load(Relaxed));
+        seq_print!(m, "spares_parked:\t{}\n", s.spares_parked.load(Relaxed));
+        seq_print!(m, "cancelled:\t{}\n", s.cancelled.load(Relaxed));
+        seq_print!(m, "handoff_latency_us:");
+        let mut low = 0;
+        for (bound, counter) in LATENCY_BOUNDS_US.iter().zip(s.latency_us.iter()) {
+            seq_print!(m, " {}-{}:{}", low, bound, counter.load(Relaxed));
+            low = *bound;
+        }
+        seq_print!(m, " {}+:{}\n", low, s.latency_us[7].load(Relaxed));
     }
 }

@@ -7,7 +7,10 @@
 //! matches, and to take the constants from.
 
 use kernel::{
-    ioctl::_IOWR,
+    ioctl::{
+        _IOW,
+        _IOWR, //
+    },
     transmute::{
         AsBytes,
         FromBytes, //
@@ -134,6 +137,26 @@ assert_same_layout!(
     resv,
 );
 
+/// The argument of `SYSLET_IOC_PARK` (`struct syslet_park`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ParkArgs {
+    pub(crate) continuation: u64,
+    pub(crate) resv: [u64; 2],
+}
+assert_same_layout!(ParkArgs, c::syslet_park, continuation, resv);
+
+/// The argument of `SYSLET_IOC_WAIT` (`struct syslet_wait`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WaitArgs {
+    pub(crate) min_complete: u32,
+    pub(crate) flags: u32,
+    pub(crate) timeout_ns: i64,
+    pub(crate) resv: u64,
+}
+assert_same_layout!(WaitArgs, c::syslet_wait, min_complete, flags, timeout_ns, resv);
+
 // SAFETY: These structures are made of integers with no padding (checked against C above, where
 // every field is explicit), so any bytes are a valid value and every byte is initialized.
 unsafe impl FromBytes for Sqe {}
@@ -155,6 +178,14 @@ unsafe impl AsBytes for Params {}
 unsafe impl FromBytes for ExecArgs {}
 // SAFETY: As above.
 unsafe impl AsBytes for ExecArgs {}
+// SAFETY: As above.
+unsafe impl FromBytes for ParkArgs {}
+// SAFETY: As above.
+unsafe impl AsBytes for ParkArgs {}
+// SAFETY: As above.
+unsafe impl FromBytes for WaitArgs {}
+// SAFETY: As above.
+unsafe impl AsBytes for WaitArgs {}
 
 pub(crate) const MAX_SQ_ENTRIES: u32 = c::SYSLET_MAX_SQ_ENTRIES;
 pub(crate) const MAX_CQ_ENTRIES: u32 = c::SYSLET_MAX_CQ_ENTRIES;
@@ -163,7 +194,15 @@ pub(crate) const SQE_LINK: u32 = c::SYSLET_SQE_LINK;
 pub(crate) const SQE_VALID_FLAGS: u32 = c::SYSLET_SQE_VALID_FLAGS;
 
 pub(crate) const CQE_F_INLINE: u32 = c::SYSLET_CQE_F_INLINE;
+pub(crate) const CQE_F_ASYNC: u32 = c::SYSLET_CQE_F_ASYNC;
 pub(crate) const CQE_F_REFUSED: u32 = c::SYSLET_CQE_F_REFUSED;
+
+pub(crate) const RING_NEED_SPARE: u32 = c::SYSLET_RING_NEED_SPARE;
+
+pub(crate) const EXEC_HANDED_OFF: u32 = c::SYSLET_EXEC_HANDED_OFF;
 
 pub(crate) const IOC_SETUP: u32 = _IOWR::<Params>(c::SYSLET_IOC_MAGIC, 1);
 pub(crate) const IOC_EXEC: u32 = _IOWR::<ExecArgs>(c::SYSLET_IOC_MAGIC, 2);
+pub(crate) const IOC_PARK: u32 = _IOWR::<ParkArgs>(c::SYSLET_IOC_MAGIC, 3);
+pub(crate) const IOC_WAIT: u32 = _IOW::<WaitArgs>(c::SYSLET_IOC_MAGIC, 4);
+pub(crate) const IOC_CANCEL: u32 = _IOW::<u64>(c::SYSLET_IOC_MAGIC, 5);

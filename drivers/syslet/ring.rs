@@ -23,13 +23,25 @@ use core::mem::{
     size_of, //
 };
 use kernel::{
+    bindings,
+    fs::File,
     mm::shared_buffer::UserSharedBuffer,
     mm::virt::VmaNew,
     new_spinlock,
     prelude::*,
+    new_poll_condvar,
     sync::{
+        poll::{
+            PollCondVar,
+            PollTable, //
+        },
         Arc,
-        SpinLock, //
+        CondVarTimeoutResult,
+        SpinLock,
+    },
+    time::{
+        msecs_to_jiffies,
+        Jiffies, //
     },
 };
 
@@ -46,6 +58,7 @@ const HDR_SQ_HEAD: usize = offset_of!(RingHeader, sq_head);
 const HDR_SQ_TAIL: usize = offset_of!(RingHeader, sq_tail);
 const HDR_CQ_HEAD: usize = offset_of!(RingHeader, cq_head);
 const HDR_CQ_TAIL: usize = offset_of!(RingHeader, cq_tail);
+const HDR_FLAGS: usize = offset_of!(RingHeader, flags);
 
 /// The kernel's private view of the rings.
 ///
@@ -57,6 +70,8 @@ struct RingState {
     cq_tail: u32,
     /// Completion slots promised to consumed submissions that have not completed yet.
     cq_reserved: u32,
+    /// `SYSLET_RING_*` flags; published as the header's `flags`.
+    flags: u32,
 }
 
 /// A snapshot of the ring indices, for fdinfo.
@@ -125,6 +140,18 @@ pub(crate) struct Rings {
     layout: RingLayout,
     #[pin]
     state: SpinLock<RingState>,
+    /// Notified, with `state` held, whenever a completion is posted.
+    #[pin]
+    cq_wait: PollCondVar,
+}
+
+/// Why [`Rings::wait`] returned without enough completions.
+pub(crate) enum WaitError {
+    /// `cq_head` in the shared header is impossible, or more completions were asked for than
+    /// the ring holds.
+    Invalid,
+    TimedOut,
+    Interrupted,
 }
 
 /// Why [`Rings::claim`] consumed nothing.
@@ -158,9 +185,11 @@ impl Rings {
                         sq_head: 0,
                         cq_tail: 0,
                         cq_reserved: 0,
+                        flags: 0,
                     },
                     "Rings::state"
                 ),
+                cq_wait <- new_poll_condvar!("Rings::cq_wait"),
             }),
             GFP_KERNEL,
         )
@@ -236,6 +265,68 @@ impl Rings {
         state.cq_reserved = state.cq_reserved.saturating_sub(1);
         // Pairs with user space's load-acquire of `cq_tail` before reading the entry.
         let _ = self.buf.store_release(HDR_CQ_TAIL, state.cq_tail);
+        // With `state` held, so a waiter that saw too few completions is already queued.
+        self.cq_wait.notify_all();
+    }
+
+    /// Returns the number of unread completions, or `None` if `cq_head` is impossible.
+    fn unread(&self, state: &RingState) -> Option<u32> {
+        // Pairs with user space's store-release of `cq_head` after reading completions.
+        let cq_head = self.buf.load_acquire(HDR_CQ_HEAD).ok()?;
+        let unread = state.cq_tail.wrapping_sub(cq_head);
+        (unread <= self.layout.cq_entries).then_some(unread)
+    }
+
+    /// Waits until at least `min` completions are unread or `timeout_ns` (if not negative)
+    /// passes. Returns the number unread.
+    ///
+    /// Must be called from process context without locks held.
+    pub(crate) fn wait(&self, min: u32, timeout_ns: i64) -> Result<u32, WaitError> {
+        if min > self.layout.cq_entries {
+            return Err(WaitError::Invalid);
+        }
+        let mut left: Jiffies = if timeout_ns < 0 {
+            Jiffies::MAX
+        } else {
+            let ms = timeout_ns.saturating_add(999_999) / 1_000_000;
+            msecs_to_jiffies(u32::try_from(ms).unwrap_or(u32::MAX))
+        };
+        let mut state = self.state.lock();
+        loop {
+            let unread = self.unread(&state).ok_or(WaitError::Invalid)?;
+            if unread >= min {
+                return Ok(unread);
+            }
+            if left == 0 {
+                return Err(WaitError::TimedOut);
+            }
+            match self.cq_wait.wait_interruptible_timeout(&mut state, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                CondVarTimeoutResult::Timeout => left = 0,
+                CondVarTimeoutResult::Signal { .. } => return Err(WaitError::Interrupted),
+            }
+        }
+    }
+
+    /// Registers `file`'s poll on new completions and returns its readiness mask.
+    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        table.register_wait(file, &self.cq_wait);
+        let state = self.state.lock();
+        match self.unread(&state) {
+            Some(0) => 0,
+            Some(_) => bindings::POLLIN | bindings::POLLRDNORM,
+            None => bindings::POLLERR,
+        }
+    }
+
+    /// Sets or clears `flag` in the shared header's `flags`.
+    pub(crate) fn set_flag(&self, flag: u32, on: bool) {
+        let mut state = self.state.lock();
+        let flags = if on { state.flags | flag } else { state.flags & !flag };
+        if flags != state.flags {
+            state.flags = flags;
+            let _ = self.buf.store_release(HDR_FLAGS, flags);
+        }
     }
 
     /// Returns the current indices, for fdinfo.

@@ -7,10 +7,15 @@
 //! runs them with `SYSLET_IOC_EXEC`: in order, in its own context, as real system calls, each
 //! posting its result to the completion ring. See `include/uapi/linux/syslet.h`.
 //!
-//! Files: `defs.rs` (user-space ABI), `ring.rs` (shared rings), `context.rs` (per-open state,
-//! setup, exec, fdinfo), `atom.rs` (policy and running one atom).
+//! When an atom blocks and the exec named a continuation, a spare thread parked in the module
+//! returns to user space in the submitter's place (`handoff.rs`).
 //!
-//! Lock order: `EXECUTING` and `Rings::state` are leaves; neither is held while an atom runs.
+//! Files: `defs.rs` (user-space ABI), `ring.rs` (shared rings, waiting), `context.rs` (per-open
+//! state, setup, exec, park, wait, cancel, fdinfo), `handoff.rs` (continuations and spares),
+//! `atom.rs` (policy and running one atom).
+//!
+//! Lock order: `Context::handoff` before `Spare::lent_to`; `EXECUTING` and `Rings::state` are
+//! leaves. No lock is held while an atom runs, and none is taken in the scheduler hook.
 
 use kernel::{
     fs::File,
@@ -24,6 +29,7 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
+    sync::poll::PollTable,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -33,6 +39,7 @@ use kernel::{
 mod atom;
 mod context;
 mod defs;
+mod handoff;
 mod ring;
 
 use context::Context;
@@ -81,10 +88,33 @@ impl Context {
 
     fn ioctl_exec(&self, arg: usize, size: usize) -> Result<isize> {
         let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
-        let mut args = reader.read()?;
+        let mut args: defs::ExecArgs = reader.read()?;
+        args.submitted = 0;
+        args.status = 0;
         let ret = self.exec(&mut args)?;
         writer.write(&args)?;
         Ok(ret)
+    }
+
+    fn ioctl_park(&self, arg: usize, size: usize) -> Result<isize> {
+        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
+        let mut args: defs::ParkArgs = reader.read()?;
+        if args.resv.iter().any(|&r| r != 0) {
+            return Err(EINVAL);
+        }
+        args.continuation = self.park()?;
+        writer.write(&args)?;
+        Ok(0)
+    }
+
+    fn ioctl_wait(&self, arg: usize, size: usize) -> Result<isize> {
+        let args = UserSlice::new(UserPtr::from_addr(arg), size).reader().read()?;
+        self.wait(&args)
+    }
+
+    fn ioctl_cancel(&self, arg: usize, size: usize) -> Result<isize> {
+        let user_data = UserSlice::new(UserPtr::from_addr(arg), size).reader().read()?;
+        self.cancel(user_data)
     }
 }
 
@@ -105,8 +135,20 @@ impl MiscDevice for Context {
         match cmd {
             defs::IOC_SETUP => me.ioctl_setup(arg, size),
             defs::IOC_EXEC => me.ioctl_exec(arg, size),
+            defs::IOC_PARK => me.ioctl_park(arg, size),
+            defs::IOC_WAIT => me.ioctl_wait(arg, size),
+            defs::IOC_CANCEL => me.ioctl_cancel(arg, size),
             _ => Err(ENOTTY),
         }
+    }
+
+    fn flush(me: Pin<&Context>, _file: &File) -> Result {
+        me.flush();
+        Ok(())
+    }
+
+    fn poll(me: Pin<&Context>, file: &File, table: PollTable<'_>) -> Result<u32> {
+        Ok(me.poll(file, table))
     }
 
     fn show_fdinfo(me: Pin<&Context>, m: &SeqFile, _file: &File) {

@@ -76,10 +76,12 @@ struct syslet_cqe {
 /*
  * cqe->flags
  *
- * SYSLET_CQE_F_INLINE:	the atom ran to completion in the submitter's
- *			context without blocking.
- * SYSLET_CQE_F_ASYNC:	the atom blocked and was finished by the
- *			submitter's old context after a handoff.
+ * SYSLET_CQE_F_INLINE:	the atom ran in the submitter's context while the
+ *			submitter still owned its continuation (it may have
+ *			blocked if no spare was parked).
+ * SYSLET_CQE_F_ASYNC:	the atom completed after the submitter's
+ *			continuation was handed off to a spare: the blocked
+ *			atom itself and the rest of its batch.
  * SYSLET_CQE_F_REFUSED: the atom did not run: refused by policy
  *			(res -EINVAL: acts on the caller's own entry frame,
  *			such as clone or rt_sigreturn; -EDEADLK: an ioctl
@@ -157,8 +159,49 @@ struct syslet_exec {
 #define SYSLET_EXEC_DONE	0	/* the caller keeps its continuation */
 #define SYSLET_EXEC_HANDED_OFF	1	/* a spare resumed the continuation */
 
+/*
+ * SYSLET_IOC_PARK argument. Parks the calling thread (of the owning
+ * process) as a spare of this context; the most recently parked spare is
+ * used first. Returns 0 when the thread must take over a submitter whose
+ * atom blocked: @continuation is the cookie that submitter passed to
+ * SYSLET_IOC_EXEC, and the thread resumes that program. Fails with
+ *   EINTR      a signal arrived: handle it, then park again
+ *   ESHUTDOWN  the context is closing: the owner closed a descriptor of it,
+ *              or is exiting
+ *   EPERM      the file belongs to another process
+ */
+struct syslet_park {
+	__u64	continuation;	/* out */
+	__u64	resv[2];	/* must be 0 */
+};
+
+/*
+ * SYSLET_IOC_WAIT argument. Waits until at least @min_complete completions
+ * are unread, and returns how many are (or -1 with errno ETIMEDOUT after
+ * @timeout_ns, EINTR on a signal, EINVAL for min_complete > cq_entries).
+ * poll()/epoll report POLLIN while completions are unread.
+ */
+struct syslet_wait {
+	__u32	min_complete;
+	__u32	flags;		/* must be 0 */
+	__s64	timeout_ns;	/* < 0: no timeout */
+	__u64	resv;		/* must be 0 */
+};
+
+/*
+ * SYSLET_IOC_CANCEL argument: the user_data of an atom that blocked and
+ * whose submitter was handed off. Its interruptible sleep is interrupted
+ * (as by a signal, but none is delivered); if the call then fails with
+ * -EINTR its completion says -ECANCELED, otherwise it reports what the call
+ * returned. Uninterruptible sleeps (most disk waits) are not cut short.
+ * Fails with ENOENT if no such atom is in flight.
+ */
+
 #define SYSLET_IOC_MAGIC	0xB9
 #define SYSLET_IOC_SETUP	_IOWR(SYSLET_IOC_MAGIC, 1, struct syslet_params)
 #define SYSLET_IOC_EXEC		_IOWR(SYSLET_IOC_MAGIC, 2, struct syslet_exec)
+#define SYSLET_IOC_PARK		_IOWR(SYSLET_IOC_MAGIC, 3, struct syslet_park)
+#define SYSLET_IOC_WAIT		_IOW(SYSLET_IOC_MAGIC, 4, struct syslet_wait)
+#define SYSLET_IOC_CANCEL	_IOW(SYSLET_IOC_MAGIC, 5, __u64)
 
 #endif /* _UAPI_LINUX_SYSLET_H */
