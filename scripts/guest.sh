@@ -28,8 +28,8 @@ choose_accel() {
 	if [ ! -f "$stamp" ] || [ "$stamp" -ot "$TREE/arch/x86/boot/bzImage" ]; then
 		local verdict=tcg
 		if [ -w /dev/kvm ]; then
-			log "guest: probing KVM (60 s at most)"
-			if timeout 60 vng --run "$TREE" --memory 1G --exec 'echo syslet-kvm-ok' \
+			log "guest: probing KVM (20 s at most)"
+			if timeout 20 vng --run "$TREE" --memory 1G --exec 'echo syslet-kvm-ok' \
 				</dev/null 2>/dev/null | grep -q syslet-kvm-ok; then
 				verdict=kvm
 			fi
@@ -52,4 +52,14 @@ run_guest() {
 	shift
 	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --cpus 2 --memory 2G \
 		--cwd "$REPO" "$@" --exec "$cmd" </dev/null
+}
+
+# Everything before booting: dependencies, kernel, module, user programs,
+# and the choice of accelerator. Sets TREE, OUT and VNG_ACCEL.
+prepare_guest() {
+	"$REPO/scripts/bootstrap.sh"
+	TREE=$("$REPO/scripts/kernel.sh")
+	build_module
+	build_user
+	choose_accel
 }

@@ -31,7 +31,7 @@ overlay_hash() {
 config_hash() {
 	(
 		sha256sum "$tarball" | cut -d' ' -f1
-		sha256sum "$REPO/kernel/config/syslet.config" | cut -d' ' -f1
+		cat "$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-} | sha256sum | cut -d' ' -f1
 		vng --version
 	) | sha256sum | cut -d' ' -f1
 }
@@ -96,8 +96,9 @@ apply_overlay() {
 configure() {
 	log "kernel: configuring (vng --kconfig + kernel/config/syslet.config)"
 	(cd "$TREE" && LLVM="$LLVM_SUFFIX" vng --kconfig >/dev/null 2>&1)
+	# SYSLET_EXTRA_CONFIG: more fragments, for experiments (e.g. KASAN).
 	(cd "$TREE" && LLVM="$LLVM_SUFFIX" scripts/kconfig/merge_config.sh -m .config \
-		"$REPO/kernel/config/syslet.config" >/dev/null)
+		"$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-} >/dev/null)
 	"${MAKE[@]}" olddefconfig >/dev/null
 	# Every option the fragment asks for must have stuck.
 	local bad=0 line opt
@@ -109,7 +110,7 @@ configure() {
 			opt=${line#\# }; opt=${opt%% *}
 			! grep -q "^$opt=[ym]" "$TREE/.config" || { log "kernel: config: $opt still set"; bad=1; } ;;
 		esac
-	done <"$REPO/kernel/config/syslet.config"
+	done < <(cat "$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-})
 	[ $bad = 0 ] || exit 1
 }
 

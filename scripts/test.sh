@@ -9,11 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 . "$REPO/scripts/guest.sh"
 
-"$REPO/scripts/bootstrap.sh"
-TREE=$("$REPO/scripts/kernel.sh")
-build_module
-build_user
-choose_accel
+prepare_guest
 
 log "guest: running the syslet kselftests"
 results=$(mktemp -d "$CACHE/results.XXXXXX")

@@ -13,17 +13,17 @@ use kernel::{
     seq_file::SeqFile,
     seq_print,
     sync::{
+        aref::ARef,
         atomic::{
             Atomic,
             Relaxed, //
         },
-        aref::ARef,
         poll::PollTable,
         Arc,
         SetOnce,
-        SpinLock,
+        SpinLock, //
     },
-    task::Task,
+    task::Task, //
 };
 
 use crate::{
@@ -57,7 +57,7 @@ use crate::{
         Rings,
         WaitError, //
     },
-    EXECUTING,
+    EXECUTING, //
 };
 
 /// Upper bounds, in microseconds, of the handoff latency histogram buckets; the last bucket has
@@ -244,6 +244,11 @@ impl Context {
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         self.check_owner()?;
         let rings = self.rings()?;
+        // A private mapping would copy the pages on write, and the kernel would never see user
+        // space's indices.
+        if vma.flags() & bindings::VM_SHARED == 0 {
+            return Err(EINVAL);
+        }
         // The rings are data: never executable, and not inherited across fork, where they would
         // belong to a process that may not use them.
         vma.try_clear_mayexec()?;
@@ -375,6 +380,10 @@ impl Context {
     /// Runs one atom of an exec with a continuation, reporting blocks without a spare and
     /// cancellation.
     fn run_watched(&self, rings: &Rings, sqe: &Sqe, cont: &Continuation) -> Outcome {
+        // A cancel that lost the race with the end of the previous atom must not hit this one.
+        if cont.cancel_requested.xchg(false, Relaxed) {
+            Task::clear_notify_signal_current();
+        }
         cont.running_user_data.store(sqe.user_data, Relaxed);
         cont.atom_running.store(true, Relaxed);
         let mut outcome = atom::run(sqe);
@@ -510,25 +519,37 @@ impl Context {
             Some(rings) => {
                 let layout = rings.layout();
                 let snap = rings.snapshot();
-                seq_print!(m, "sq_entries:\t{}\n", layout.sq_entries);
-                seq_print!(m, "cq_entries:\t{}\n", layout.cq_entries);
-                seq_print!(m, "sq_head:\t{}\nsq_tail:\t{}\n", snap.sq_head, snap.sq_tail);
-                seq_print!(m, "cq_head:\t{}\ncq_tail:\t{}\n", snap.cq_head, snap.cq_tail);
-                seq_print!(m, "cq_reserved:\t{}\n", snap.cq_reserved);
+                let fields = [
+                    ("sq_entries", layout.sq_entries),
+                    ("cq_entries", layout.cq_entries),
+                    ("sq_head", snap.sq_head),
+                    ("sq_tail", snap.sq_tail),
+                    ("cq_head", snap.cq_head),
+                    ("cq_tail", snap.cq_tail),
+                    ("cq_reserved", snap.cq_reserved),
+                ];
+                for (name, value) in fields {
+                    seq_print!(m, "{}:\t{}\n", name, value);
+                }
             }
             None => seq_print!(m, "rings:\tnone\n"),
         }
         let s = &self.stats;
-        seq_print!(m, "submitted:\t{}\n", s.submitted.load(Relaxed));
-        seq_print!(m, "completed_inline:\t{}\n", s.completed_inline.load(Relaxed));
-        seq_print!(m, "completed_async:\t{}\n", s.completed_async.load(Relaxed));
-        seq_print!(m, "errors:\t{}\n", s.errors.load(Relaxed));
-        seq_print!(m, "refused:\t{}\n", s.refused.load(Relaxed));
-        seq_print!(m, "execs:\t{}\n", s.execs.load(Relaxed));
-        seq_print!(m, "handoffs:\t{}\n", s.handoffs.load(Relaxed));
-        seq_print!(m, "sync_fallbacks:\t{}\n", s.sync_fallbacks.load(Relaxed));
-        seq_print!(m, "spares_parked:\t{}\n", s.spares_parked.load(Relaxed));
-        seq_print!(m, "cancelled:\t{}\n", s.cancelled.load(Relaxed));
+        let counters = [
+            ("submitted", &s.submitted),
+            ("completed_inline", &s.completed_inline),
+            ("completed_async", &s.completed_async),
+            ("errors", &s.errors),
+            ("refused", &s.refused),
+            ("execs", &s.execs),
+            ("handoffs", &s.handoffs),
+            ("sync_fallbacks", &s.sync_fallbacks),
+            ("spares_parked", &s.spares_parked),
+            ("cancelled", &s.cancelled),
+        ];
+        for (name, counter) in counters {
+            seq_print!(m, "{}:\t{}\n", name, counter.load(Relaxed));
+        }
         seq_print!(m, "handoff_latency_us:");
         let mut low = 0;
         for (bound, counter) in LATENCY_BOUNDS_US.iter().zip(s.latency_us.iter()) {

@@ -18,7 +18,12 @@ use kernel::{
 };
 
 /// The bindgen output of `include/uapi/linux/syslet.h`.
-#[allow(dead_code, non_camel_case_types, non_upper_case_globals, unreachable_pub)]
+#[allow(
+    dead_code,
+    non_camel_case_types,
+    non_upper_case_globals,
+    unreachable_pub
+)]
 mod c {
     include!("uapi_generated.rs");
 }
@@ -155,7 +160,14 @@ pub(crate) struct WaitArgs {
     pub(crate) timeout_ns: i64,
     pub(crate) resv: u64,
 }
-assert_same_layout!(WaitArgs, c::syslet_wait, min_complete, flags, timeout_ns, resv);
+assert_same_layout!(
+    WaitArgs,
+    c::syslet_wait,
+    min_complete,
+    flags,
+    timeout_ns,
+    resv
+);
 
 // SAFETY: These structures are made of integers with no padding (checked against C above, where
 // every field is explicit), so any bytes are a valid value and every byte is initialized.

@@ -44,7 +44,7 @@ use kernel::{
         Arc,
         Parker,
         SetOnce,
-        SpinLock,
+        SpinLock, //
     },
     task::Task,
     time::{
@@ -186,7 +186,8 @@ impl PreemptOps for BlockHook {
             return;
         }
         if cont.state.cmpxchg(RUNNING, BLOCKED, Relaxed).is_ok() {
-            cont.blocked_ns.store(cont.base.elapsed().as_nanos(), Relaxed);
+            cont.blocked_ns
+                .store(cont.base.elapsed().as_nanos(), Relaxed);
             // The runqueue lock is held: the wakeup happens in the irq work.
             cont.wake.queue();
         }

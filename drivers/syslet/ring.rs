@@ -27,9 +27,8 @@ use kernel::{
     fs::File,
     mm::shared_buffer::UserSharedBuffer,
     mm::virt::VmaNew,
-    new_spinlock,
+    new_poll_condvar, new_spinlock,
     prelude::*,
-    new_poll_condvar,
     sync::{
         poll::{
             PollCondVar,
@@ -37,7 +36,7 @@ use kernel::{
         },
         Arc,
         CondVarTimeoutResult,
-        SpinLock,
+        SpinLock, //
     },
     time::{
         msecs_to_jiffies,
@@ -110,8 +109,7 @@ impl RingLayout {
             0 => sq_entries * 2,
             n => n,
         };
-        if !cq_entries.is_power_of_two() || cq_entries < sq_entries || cq_entries > MAX_CQ_ENTRIES
-        {
+        if !cq_entries.is_power_of_two() || cq_entries < sq_entries || cq_entries > MAX_CQ_ENTRIES {
             return Err(EINVAL);
         }
         // Sizes are bounded above, so none of this can overflow.
@@ -219,9 +217,15 @@ impl Rings {
         let max = max.min(u32::try_from(batch.capacity() - batch.len()).unwrap_or(u32::MAX));
         let mut state = self.state.lock();
         // Pairs with user space's store-release of `sq_tail` after filling entries.
-        let sq_tail = self.buf.load_acquire(HDR_SQ_TAIL).map_err(|_| ClaimError::Corrupt)?;
+        let sq_tail = self
+            .buf
+            .load_acquire(HDR_SQ_TAIL)
+            .map_err(|_| ClaimError::Corrupt)?;
         // Pairs with user space's store-release of `cq_head` after reading completions.
-        let cq_head = self.buf.load_acquire(HDR_CQ_HEAD).map_err(|_| ClaimError::Corrupt)?;
+        let cq_head = self
+            .buf
+            .load_acquire(HDR_CQ_HEAD)
+            .map_err(|_| ClaimError::Corrupt)?;
 
         let pending = sq_tail.wrapping_sub(state.sq_head);
         let unread = state.cq_tail.wrapping_sub(cq_head);
@@ -244,8 +248,13 @@ impl Rings {
             let slot = (state.sq_head.wrapping_add(i) & mask) as usize;
             let offset = self.layout.sqes_off + slot * size_of::<Sqe>();
             // The slot is within the ring by construction; read it exactly once.
-            let sqe = self.buf.read::<Sqe>(offset).map_err(|_| ClaimError::Corrupt)?;
-            batch.push_within_capacity(sqe).map_err(|_| ClaimError::Corrupt)?;
+            let sqe = self
+                .buf
+                .read::<Sqe>(offset)
+                .map_err(|_| ClaimError::Corrupt)?;
+            batch
+                .push_within_capacity(sqe)
+                .map_err(|_| ClaimError::Corrupt)?;
         }
         state.sq_head = state.sq_head.wrapping_add(count);
         state.cq_reserved += count;
@@ -322,7 +331,11 @@ impl Rings {
     /// Sets or clears `flag` in the shared header's `flags`.
     pub(crate) fn set_flag(&self, flag: u32, on: bool) {
         let mut state = self.state.lock();
-        let flags = if on { state.flags | flag } else { state.flags & !flag };
+        let flags = if on {
+            state.flags | flag
+        } else {
+            state.flags & !flag
+        };
         if flags != state.flags {
             state.flags = flags;
             let _ = self.buf.store_release(HDR_FLAGS, flags);

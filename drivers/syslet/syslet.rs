@@ -79,7 +79,8 @@ impl kernel::InPlaceModule for SysletModule {
 
 impl Context {
     fn ioctl_setup(&self, arg: usize, size: usize) -> Result<isize> {
-        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
+        let (mut reader, mut writer) =
+            UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
         let mut params = reader.read()?;
         self.setup(&mut params)?;
         writer.write(&params)?;
@@ -87,7 +88,8 @@ impl Context {
     }
 
     fn ioctl_exec(&self, arg: usize, size: usize) -> Result<isize> {
-        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
+        let (mut reader, mut writer) =
+            UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
         let mut args: defs::ExecArgs = reader.read()?;
         args.submitted = 0;
         args.status = 0;
@@ -97,7 +99,8 @@ impl Context {
     }
 
     fn ioctl_park(&self, arg: usize, size: usize) -> Result<isize> {
-        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
+        let (mut reader, mut writer) =
+            UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
         let mut args: defs::ParkArgs = reader.read()?;
         if args.resv.iter().any(|&r| r != 0) {
             return Err(EINVAL);
@@ -108,12 +111,16 @@ impl Context {
     }
 
     fn ioctl_wait(&self, arg: usize, size: usize) -> Result<isize> {
-        let args = UserSlice::new(UserPtr::from_addr(arg), size).reader().read()?;
+        let args = UserSlice::new(UserPtr::from_addr(arg), size)
+            .reader()
+            .read()?;
         self.wait(&args)
     }
 
     fn ioctl_cancel(&self, arg: usize, size: usize) -> Result<isize> {
-        let user_data = UserSlice::new(UserPtr::from_addr(arg), size).reader().read()?;
+        let user_data = UserSlice::new(UserPtr::from_addr(arg), size)
+            .reader()
+            .read()?;
         self.cancel(user_data)
     }
 }

@@ -24,6 +24,34 @@ pub trait IrqWorkHandler: Sync {
 
 /// A hard `struct irq_work` embedded next to its handler data.
 ///
+/// # Examples
+///
+/// Waking a task from a context that may not (here simply the current one):
+///
+/// ```
+/// use kernel::{
+///     irq_work::{
+///         IrqWork,
+///         IrqWorkHandler, //
+///     },
+///     sync::Parker,
+/// };
+///
+/// struct Wake(Parker);
+///
+/// impl IrqWorkHandler for Wake {
+///     fn run(&self) {
+///         self.0.unpark();
+///     }
+/// }
+///
+/// pin_init::stack_pin_init!(let work = IrqWork::new(Wake(Parker::new())));
+/// work.queue();
+/// work.sync();
+/// // The unpark is not lost even though it came first.
+/// assert!(work.data().0.park_interruptible().is_ok());
+/// ```
+///
 /// # Invariants
 ///
 /// `work` is initialized as a hard irq work whose function is [`IrqWork::run_raw`] for `T`, and

@@ -33,6 +33,41 @@ pub trait PreemptOps: Sync {
 
 /// A `struct preempt_notifier` embedded next to its handler data.
 ///
+/// # Examples
+///
+/// Counting how often the current task blocks while it runs a closure:
+///
+/// ```
+/// use kernel::{
+///     current,
+///     preempt_notifier::{
+///         PreemptNotifier,
+///         PreemptOps, //
+///     },
+///     sync::atomic::{
+///         Atomic,
+///         Relaxed, //
+///     },
+///     task::Task,
+/// };
+///
+/// struct Blocks(Atomic<u32>);
+///
+/// impl PreemptOps for Blocks {
+///     fn sched_in(&self, _cpu: i32) {}
+///
+///     fn sched_out(&self, _next: &Task) {
+///         if !current!().is_runnable() {
+///             self.0.fetch_add(1, Relaxed);
+///         }
+///     }
+/// }
+///
+/// pin_init::stack_pin_init!(let blocks = PreemptNotifier::new(Blocks(Atomic::new(0))));
+/// blocks.with_registered(|| kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1)));
+/// assert!(blocks.data().0.load(Relaxed) >= 1);
+/// ```
+///
 /// # Invariants
 ///
 /// `notifier` is initialized with the operations of `T`; it is registered on a task only within

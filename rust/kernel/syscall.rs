@@ -16,7 +16,7 @@ use crate::{
             EINTR,
             EPERM, //
         },
-        Error,
+        Error, //
     },
     prelude::*,
 };

@@ -11,11 +11,81 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include "libsyslet.h"
+
+static struct syslet_ring ring;
+static int demo_pipe[2];
+
+static long fdinfo(const char *name)
+{
+	char path[64], line[256];
+	size_t len = strlen(name);
+	long value = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring.fd);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, len) && line[len] == ':')
+			value = strtol(line + len + 1, NULL, 10);
+	if (f)
+		fclose(f);
+	return value;
+}
+
+/*
+ * A spare: parks in the kernel until a submitter's atom blocks, then
+ * continues that submitter's program. Here "the program" just reports and
+ * produces the data the blocked read is waiting for.
+ */
+static void *spare_main(void *arg)
+{
+	uint64_t cookie = 0;
+	int ret = syslet_park(&ring, &cookie);
+
+	(void)arg;
+	if (ret) {
+		printf("spare: park: %s\n", strerror(-ret));
+		return NULL;
+	}
+	printf("spare (tid %ld): took over continuation %#llx while the submitter is blocked\n",
+	       (long)syscall(__NR_gettid), (unsigned long long)cookie);
+	if (write(demo_pipe[1], "late data", 9) != 9)
+		perror("write");
+	return NULL;
+}
+
+/* An atom that blocks hands the program to a parked spare. */
+static void demo_handoff(void)
+{
+	struct syslet_cqe *cqe;
+	pthread_t spare;
+	char buf[32] = { 0 };
+	int handed = 0;
+
+	printf("\nhandoff: read() from an empty pipe, with a spare parked\n");
+	if (pipe(demo_pipe) || pthread_create(&spare, NULL, spare_main, NULL))
+		return;
+	while (fdinfo("spares_parked") < 1)
+		usleep(1000);
+	syslet_prep(syslet_get_sqe(&ring), __NR_read, demo_pipe[0], (uintptr_t)buf,
+		    sizeof(buf) - 1, 0, 0, 0);
+	syslet_submit_cont(&ring, 1, 0xC0FFEE, &handed);
+	pthread_join(spare, NULL);
+	cqe = syslet_peek_cqe(&ring);
+	printf("submitter (tid %ld): exec returned, status %s\n", (long)syscall(__NR_gettid),
+	       handed ? "HANDED_OFF" : "DONE");
+	if (cqe) {
+		printf("  read res %lld \"%s\"%s\n", (long long)cqe->res, buf,
+		       cqe->flags & SYSLET_CQE_F_ASYNC ? " async" : "");
+		syslet_cqe_seen(&ring);
+	}
+}
 
 int main(void)
 {
-	struct syslet_ring ring;
 	char buf[256] = { 0 }, path[64], line[128], uts[390];
 	int p[2], ret, fd_slot;
 	FILE *f;
@@ -65,6 +135,8 @@ int main(void)
 	}
 	printf("read: %s", buf);
 	printf("uname: %s %s\n", uts, uts + 2 * 65);
+
+	demo_handoff();
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring.fd);
 	f = fopen(path, "r");

@@ -33,7 +33,7 @@ use core::{
         align_of,
         size_of, //
     },
-    ptr::NonNull,
+    ptr::NonNull, //
 };
 
 /// A zeroed, page-aligned kernel buffer to be mapped into user space.

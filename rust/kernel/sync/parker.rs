@@ -21,10 +21,21 @@ use crate::{
             Release, //
         },
     },
-    task::Task,
+    task::Task, //
 };
 
 /// Lets its task sleep until another context unparks it.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::sync::Parker;
+///
+/// let parker = Parker::new();
+/// parker.unpark();
+/// // Returns at once: the token is already there.
+/// assert!(parker.park_interruptible().is_ok());
+/// ```
 ///
 /// # Invariants
 ///

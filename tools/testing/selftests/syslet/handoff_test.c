@@ -25,37 +25,8 @@
 #include <linux/syslet.h>
 
 #include "libsyslet.h"
+#include "syslet_util.h"
 #include "../kselftest_harness.h"
-
-/* Reads a counter from /proc/self/fdinfo/@fd, or -1. */
-static long fdinfo_counter(int fd, const char *name)
-{
-	char path[64], line[512];
-	size_t len = strlen(name);
-	long value = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, len) && line[len] == ':')
-			value = strtol(line + len + 1, NULL, 10);
-	fclose(f);
-	return value;
-}
-
-/* Waits (up to 20 s) until fdinfo counter @name reaches @value. */
-static int wait_counter(int fd, const char *name, long value)
-{
-	for (int i = 0; i < 20000; i++) {
-		if (fdinfo_counter(fd, name) == value)
-			return 0;
-		usleep(1000);
-	}
-	return -1;
-}
 
 static void noop_handler(int sig)
 {

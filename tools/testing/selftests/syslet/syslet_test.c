@@ -24,6 +24,7 @@
 #include <linux/syslet.h>
 
 #include "libsyslet.h"
+#include "syslet_util.h"
 #include "../kselftest_harness.h"
 
 /* Opens the device or skips the test if the module is not loaded. */
@@ -34,25 +35,6 @@ static int open_syslet(struct __test_metadata *_metadata)
 	if (fd < 0 && errno == ENOENT)
 		SKIP(return -1, "%s missing: is the syslet module loaded?", SYSLET_DEVICE);
 	return fd;
-}
-
-/* Reads a counter from /proc/self/fdinfo/@fd, or -1. */
-static long fdinfo_counter(int fd, const char *name)
-{
-	char path[64], line[256];
-	size_t len = strlen(name);
-	long value = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, len) && line[len] == ':')
-			value = strtol(line + len + 1, NULL, 10);
-	fclose(f);
-	return value;
 }
 
 /* A ring set up and mapped, with 8 submission and 16 completion entries. */
@@ -185,6 +167,8 @@ TEST_F(ring, bad_mmap)
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 4096));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0));
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0));
+	EXPECT_EQ(EINVAL, errno);
 
 	/* A second full mapping works and shows the same memory. */
 	h2 = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
