@@ -16,7 +16,7 @@ results=$(mktemp -d "$CACHE/results.XXXXXX")
 out=$results/log
 touch "$out"
 run_guest "scripts/guest-test.sh '$REPO/drivers/syslet/syslet.ko' '$OUT/selftests' '$out'" \
-	--rwdir "$results" >"$results/console" 2>&1 || true
+	--rwdir "$results" --verbose >"$results/console" 2>&1 || true
 cat "$out"
 
 passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
@@ -25,7 +25,7 @@ failed=$(grep -cE '^not ok [0-9]+ ' "$out" || true)
 passed=$((passed - skipped))
 if ! grep -q '^syslet-guest: done' "$out"; then
 	echo "the guest did not finish (crash, panic or timeout); its console:"
-	tail -n 60 "$results/console"
+	grep -v "^\[.*virtme-ng-init" "$results/console" | tail -n 80
 	failed=$((failed + 1))
 fi
 rm -rf "$results"

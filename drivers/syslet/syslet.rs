@@ -27,6 +27,7 @@ use kernel::{
         OwnedFileOperations, //
     },
     mm::virt::VmaNew,
+    preempt_notifier,
     prelude::*,
     seq_file::SeqFile,
     sync::poll::PollTable,
@@ -64,6 +65,9 @@ kernel::sync::global_lock! {
 struct SysletModule {
     #[pin]
     _miscdev: MiscDeviceRegistration<Context>,
+    /// Preempt notifiers stay enabled while the module is loaded: enabling them patches kernel
+    /// text, far too costly to do per exec.
+    _notifiers: preempt_notifier::Enabled,
 }
 
 impl kernel::InPlaceModule for SysletModule {
@@ -72,6 +76,7 @@ impl kernel::InPlaceModule for SysletModule {
         unsafe { EXECUTING.init() };
         let options = MiscDeviceOptions { name: c"syslet" };
         try_pin_init!(Self {
+            _notifiers: preempt_notifier::Enabled::new(),
             _miscdev <- MiscDeviceRegistration::register_owned(options, &FOPS),
         })
     }

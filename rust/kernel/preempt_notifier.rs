@@ -16,6 +16,32 @@ use crate::{
 };
 use core::marker::PhantomData;
 
+/// Preempt notifiers are enabled for as long as this lives.
+///
+/// Notifiers sit behind a static key, off until someone needs them: flipping it patches kernel
+/// text on every CPU, far too costly (and too disruptive) to do per registration. A user enables
+/// notifiers once, typically for the lifetime of its module; without that, registered notifiers
+/// are never called.
+pub struct Enabled(());
+
+impl Enabled {
+    /// Enables preempt notifiers until the returned value is dropped.
+    ///
+    /// Must not be called from atomic context.
+    pub fn new() -> Self {
+        // SAFETY: Always valid in process context; balanced in `drop`.
+        unsafe { bindings::preempt_notifier_inc() };
+        Self(())
+    }
+}
+
+impl Drop for Enabled {
+    fn drop(&mut self) {
+        // SAFETY: Balances the `preempt_notifier_inc` in `new`.
+        unsafe { bindings::preempt_notifier_dec() };
+    }
+}
+
 /// The callbacks of a [`PreemptNotifier`].
 pub trait PreemptOps: Sync {
     /// The task is about to run again, on `cpu`. Runs with interrupts enabled and preemption
@@ -63,8 +89,11 @@ pub trait PreemptOps: Sync {
 ///     }
 /// }
 ///
+/// let enabled = kernel::preempt_notifier::Enabled::new();
 /// pin_init::stack_pin_init!(let blocks = PreemptNotifier::new(Blocks(Atomic::new(0))));
-/// blocks.with_registered(|| kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1)));
+/// blocks.with_registered(|| {
+///     kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1))
+/// });
 /// assert!(blocks.data().0.load(Relaxed) >= 1);
 /// ```
 ///
@@ -113,11 +142,9 @@ impl<T: PreemptOps> PreemptNotifier<T> {
 
     /// Runs `f` with the notifier registered on the current task.
     ///
-    /// Every context switch of the current task while `f` runs calls the notifier. Must be called
-    /// from process context.
+    /// Every context switch of the current task while `f` runs calls the notifier, provided
+    /// notifiers are enabled (an [`Enabled`] is alive). Must be called from process context.
     pub fn with_registered<R>(&self, f: impl FnOnce() -> R) -> R {
-        // SAFETY: Enables the notifier static key; balanced below.
-        unsafe { bindings::preempt_notifier_inc() };
         // The list is walked by this task's own context switches: link it with preemption off.
         // SAFETY: Balanced right below.
         unsafe { bindings::preempt_disable() };
@@ -136,8 +163,6 @@ impl<T: PreemptOps> PreemptNotifier<T> {
         unsafe { bindings::preempt_notifier_unregister(self.notifier.get()) };
         // SAFETY: Balances the `preempt_disable` above.
         unsafe { bindings::preempt_enable() };
-        // SAFETY: Balances the `preempt_notifier_inc` above.
-        unsafe { bindings::preempt_notifier_dec() };
         ret
     }
 
