@@ -122,6 +122,45 @@ impl Stats {
     }
 }
 
+/// Counters of one batch, added to [`Stats`] once at its end.
+#[derive(Default)]
+struct BatchCounts {
+    inline: u64,
+    async_: u64,
+    errors: u64,
+    refused: u64,
+}
+
+impl BatchCounts {
+    fn add(&mut self, outcome: &Outcome) {
+        if outcome.res < 0 {
+            self.errors += 1;
+        }
+        if outcome.flags & CQE_F_REFUSED != 0 {
+            self.refused += 1;
+        }
+        if outcome.flags & CQE_F_ASYNC != 0 {
+            self.async_ += 1;
+        } else if outcome.flags & CQE_F_INLINE != 0 {
+            self.inline += 1;
+        }
+    }
+
+    fn flush(&self, stats: &Stats) {
+        let counters = [
+            (&stats.completed_inline, self.inline),
+            (&stats.completed_async, self.async_),
+            (&stats.errors, self.errors),
+            (&stats.refused, self.refused),
+        ];
+        for (counter, n) in counters {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+}
+
 /// Spares and in-flight continuations of a context.
 ///
 /// Protected by [`Context::handoff`]; taken before a spare's `lent_to`.
@@ -335,7 +374,16 @@ impl Context {
     }
 
     /// Runs a claimed batch in order, posting one completion per entry.
+    ///
+    /// Without a continuation nobody can look at the completions before the exec returns, so
+    /// they are posted together at the end (one lock, one wakeup). With one, the program may go
+    /// on elsewhere at any block, so each is posted as soon as its atom ends.
     fn run_batch(&self, rings: &Rings, batch: &[Sqe], cont: Option<&Continuation>) {
+        let mut deferred = match cont {
+            None => KVVec::<Cqe>::with_capacity(batch.len(), GFP_KERNEL).ok(),
+            Some(_) => None,
+        };
+        let mut counts = BatchCounts::default();
         let mut chain_failed = false;
         let mut interrupted = false;
         let mut handed = false;
@@ -353,28 +401,30 @@ impl Context {
                 atom::run(sqe)
             };
             chain_failed = sqe.flags & SQE_LINK != 0 && outcome.res < 0;
-            if outcome.res < 0 {
-                Stats::inc(&self.stats.errors);
-            }
-            if outcome.flags & CQE_F_REFUSED != 0 {
-                Stats::inc(&self.stats.refused);
-            }
             if handed {
                 outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
-                Stats::inc(&self.stats.completed_async);
-            } else if outcome.flags & CQE_F_INLINE != 0 {
-                Stats::inc(&self.stats.completed_inline);
             }
-            rings.complete(&Cqe {
+            counts.add(&outcome);
+            let cqe = Cqe {
                 user_data: sqe.user_data,
                 res: outcome.res,
                 flags: outcome.flags,
                 ..Default::default()
-            });
+            };
+            let posted_later = deferred
+                .as_mut()
+                .is_some_and(|deferred| deferred.push_within_capacity(cqe).is_ok());
+            if !posted_later {
+                rings.complete(&[cqe]);
+            }
             if !interrupted && current!().signal_pending() {
                 interrupted = true;
             }
         }
+        if let Some(deferred) = deferred {
+            rings.complete(&deferred);
+        }
+        counts.flush(&self.stats);
     }
 
     /// Runs one atom of an exec with a continuation, reporting blocks without a spare and

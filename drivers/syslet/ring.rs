@@ -10,8 +10,8 @@
 //!   load-acquires `sq_tail` before copying the entries out.
 //! - `sq_head`: [`Rings::claim`] copies the entries, then store-release `sq_head`; user space
 //!   load-acquires `sq_head` before reusing the slots.
-//! - `cq_tail`: [`Rings::complete`] writes the entry, then store-release `cq_tail`; user space
-//!   load-acquires `cq_tail` before reading entries.
+//! - `cq_tail`: [`Rings::complete`] writes the entries, then store-release `cq_tail`; user
+//!   space load-acquires `cq_tail` before reading entries.
 //! - `cq_head`: user space reads entries, then store-release `cq_head`; [`Rings::claim`]
 //!   load-acquires `cq_head` before counting free completion slots.
 //!
@@ -263,16 +263,22 @@ impl Rings {
         Ok(count)
     }
 
-    /// Posts the completion of a consumed submission, using one of its reserved slots.
-    pub(crate) fn complete(&self, cqe: &Cqe) {
+    /// Posts the completions of consumed submissions, using their reserved slots, and wakes
+    /// waiters once.
+    pub(crate) fn complete(&self, cqes: &[Cqe]) {
+        if cqes.is_empty() {
+            return;
+        }
         let mut state = self.state.lock();
-        let slot = (state.cq_tail & (self.layout.cq_entries - 1)) as usize;
-        let offset = self.layout.cqes_off + slot * size_of::<Cqe>();
-        // Within the ring by construction.
-        let _ = self.buf.write(offset, cqe);
-        state.cq_tail = state.cq_tail.wrapping_add(1);
-        state.cq_reserved = state.cq_reserved.saturating_sub(1);
-        // Pairs with user space's load-acquire of `cq_tail` before reading the entry.
+        for cqe in cqes {
+            let slot = (state.cq_tail & (self.layout.cq_entries - 1)) as usize;
+            let offset = self.layout.cqes_off + slot * size_of::<Cqe>();
+            // Within the ring by construction.
+            let _ = self.buf.write(offset, cqe);
+            state.cq_tail = state.cq_tail.wrapping_add(1);
+            state.cq_reserved = state.cq_reserved.saturating_sub(1);
+        }
+        // Pairs with user space's load-acquire of `cq_tail` before reading the entries.
         let _ = self.buf.store_release(HDR_CQ_TAIL, state.cq_tail);
         // With `state` held, so a waiter that saw too few completions is already queued.
         self.cq_wait.notify_all();
