@@ -299,8 +299,9 @@ impl Context {
     /// current task, in order, posting one completion each.
     ///
     /// With a continuation cookie, an atom that blocks hands the cookie to a parked spare; see
-    /// `handoff.rs`. Returns how many submissions were consumed. Must be called from process
-    /// context without locks held.
+    /// `handoff.rs`. Returns how many submissions were consumed. Everything that can fail
+    /// happens before any submission is consumed: a consumed submission always completes. Must
+    /// be called from process context without locks held.
     pub(crate) fn exec(&self, args: &mut ExecArgs) -> Result<isize> {
         self.check_owner()?;
         if args.flags != 0 || args.resv != 0 {
@@ -312,65 +313,82 @@ impl Context {
             return Ok(0);
         }
         let _guard = ExecGuard::new()?;
-
         let mut batch = KVVec::with_capacity(max as usize, GFP_KERNEL)?;
+        let cont = match args.continuation {
+            0 => None,
+            cookie => Some(self.begin_handoff(cookie)?),
+        };
+
         let count = match rings.claim(max, &mut batch) {
             Ok(count) => count,
-            Err(ClaimError::Corrupt) => return Err(EINVAL),
-            Err(ClaimError::CqFull) => return Err(EBUSY),
+            Err(err) => {
+                if let Some(cont) = cont {
+                    self.end_handoff(cont);
+                }
+                return Err(match err {
+                    ClaimError::Corrupt => EINVAL,
+                    ClaimError::CqFull => EBUSY,
+                });
+            }
         };
-        if count == 0 {
-            return Ok(0);
-        }
         self.stats.submitted.fetch_add(u64::from(count), Relaxed);
-        Stats::inc(&self.stats.execs);
-
+        if count > 0 {
+            Stats::inc(&self.stats.execs);
+        }
         args.submitted = count;
-        if args.continuation == 0 {
+        match cont {
             // No continuation to hand off: nothing watches the task, zero extra cost.
-            self.run_batch(rings, &batch, None);
-        } else if self.run_batch_with_handoff(rings, &batch, args.continuation)? {
-            args.status = EXEC_HANDED_OFF;
+            None => self.run_batch(rings, &batch, None),
+            Some(cont) => {
+                pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook {
+                    cont: cont.clone(),
+                }));
+                hook.with_registered(|| self.run_batch(rings, &batch, Some(&cont)));
+                if cont.state.load(Relaxed) == HANDED {
+                    args.status = EXEC_HANDED_OFF;
+                }
+                self.end_handoff(cont);
+            }
         }
         Ok(count as isize)
     }
 
-    /// Runs a batch with the continuation `cookie`, lending it the most recent spare.
-    ///
-    /// Returns whether the continuation was handed off.
-    fn run_batch_with_handoff(&self, rings: &Rings, batch: &[Sqe], cookie: u64) -> Result<bool> {
+    /// Prepares an exec's continuation `cookie`, lending it the most recently parked spare.
+    fn begin_handoff(&self, cookie: u64) -> Result<Arc<Continuation>> {
         let cont = Continuation::new(cookie)?;
-        {
-            let mut handoff = self.handoff.lock();
-            handoff.inflight.push(cont.clone(), GFP_ATOMIC)?;
-            if let Some(spare) = handoff.parked.pop() {
-                *spare.lent_to.lock() = Some(cont.clone());
-                let _ = cont.wake.data().spare.populate(spare);
-            }
-        }
-
-        pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook { cont: cont.clone() }));
-        hook.with_registered(|| self.run_batch(rings, batch, Some(&cont)));
-
-        let handed = cont.state.load(Relaxed) == HANDED;
         let mut handoff = self.handoff.lock();
-        if let Some(i) = handoff.inflight.iter().position(|c| Arc::ptr_eq(c, &cont)) {
-            let _ = handoff.inflight.remove(i);
+        handoff.inflight.push(cont.clone(), GFP_ATOMIC)?;
+        if let Some(spare) = handoff.parked.pop() {
+            *spare.lent_to.lock() = Some(cont.clone());
+            let _ = cont.wake.data().spare.populate(spare);
         }
+        Ok(cont)
+    }
+
+    /// Ends an exec's continuation: a spare it borrowed and did not hand the continuation to
+    /// goes back on top of the stack.
+    ///
+    /// The continuation is dropped here, outside any lock: dropping it waits for its irq work.
+    fn end_handoff(&self, cont: Arc<Continuation>) {
+        let mut handoff = self.handoff.lock();
+        let own = handoff
+            .inflight
+            .iter()
+            .position(|c| Arc::ptr_eq(c, &cont))
+            .and_then(|i| handoff.inflight.remove(i).ok());
+        let mut lent = None;
         if let Some(spare) = cont.spare() {
-            let mut lent_to = spare.lent_to.lock();
-            // Still lent (not claimed, not gone): the spare goes back on top of the stack. Its
-            // slot in `parked` is still allocated, as the stack only shrank since it was popped.
-            if lent_to.take().is_some() {
-                drop(lent_to);
-                if handoff.closing {
-                    spare.parker.unpark();
-                } else if handoff.parked.push_within_capacity(spare.clone()).is_err() {
-                    spare.parker.unpark();
-                }
+            // Still lent (not claimed, not gone)? Its slot in `parked` is still allocated, as
+            // the stack only shrank since the spare was popped.
+            lent = spare.lent_to.lock().take();
+            if lent.is_some()
+                && (handoff.closing || handoff.parked.push_within_capacity(spare.clone()).is_err())
+            {
+                spare.parker.unpark();
             }
         }
-        Ok(handed)
+        drop(handoff);
+        drop((own, lent));
     }
 
     /// Runs a claimed batch in order, posting one completion per entry.
@@ -475,11 +493,12 @@ impl Context {
             let woken = spare.parker.park_interruptible();
             let mut handoff = self.handoff.lock();
             let lent_to = spare.lent_to.lock().clone();
-            if let Some(cont) = lent_to {
+            if let Some(cont) = &lent_to {
                 if cont.claim() {
                     // The continuation is ours; the exec will not take this spare back.
-                    *spare.lent_to.lock() = None;
+                    let cleared = spare.lent_to.lock().take();
                     drop(handoff);
+                    drop(cleared);
                     self.stats.record_latency(cont.handoff_latency_us());
                     Stats::inc(&self.stats.handoffs);
                     break Ok(cont.cookie);
@@ -488,17 +507,24 @@ impl Context {
             if handoff.closing || woken.is_err() {
                 // Leave: out of the stack, or away from the exec that borrowed us (it then
                 // simply has no spare).
-                if let Some(i) = handoff.parked.iter().position(|s| Arc::ptr_eq(s, &spare)) {
-                    let _ = handoff.parked.remove(i);
-                }
-                *spare.lent_to.lock() = None;
-                break Err(if handoff.closing {
+                let own = handoff
+                    .parked
+                    .iter()
+                    .position(|s| Arc::ptr_eq(s, &spare))
+                    .and_then(|i| handoff.parked.remove(i).ok());
+                let cleared = spare.lent_to.lock().take();
+                let closing = handoff.closing;
+                drop(handoff);
+                drop((own, cleared));
+                break Err(if closing {
                     errno(bindings::ESHUTDOWN)
                 } else {
                     EINTR
                 });
             }
             // Woken for a continuation the submitter took back first: park again.
+            drop(handoff);
+            drop(lent_to);
         };
         self.stats.spares_parked.fetch_sub(1, Relaxed);
         ret
