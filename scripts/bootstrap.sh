@@ -32,19 +32,25 @@ else
 	log "bootstrap: Debian packages present"
 fi
 
-# The kernel's Rust needs the standard library sources of the same rustc.
-sysroot=$(rustc --print sysroot)
+# The kernel's Rust needs the standard library sources of the same rustc:
+# rustup's rust-src, or else Debian's rustc-web with rust-web-src.
+sysroot=$("$RUSTC" --print sysroot)
 if [ ! -d "$sysroot/lib/rustlib/src/rust/library" ]; then
-	log "bootstrap: installing rust-src for $(rustc --version)"
-	rustup component add rust-src
+	log "bootstrap: installing rust-src for $("$RUSTC" --version)"
+	if ! rustup component add rust-src; then
+		log "bootstrap: rustup has no rust-src; using Debian's rustc-web + rust-web-src"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			rustc-web rust-web-src >/dev/null
+		echo "RUSTC=/usr/bin/rustc" >"$CACHE/toolchain.env"
+	fi
 else
-	log "bootstrap: rust-src present"
+	log "bootstrap: rust-src present ($("$RUSTC" --version))"
 fi
 
 # bindgen >= 0.71.1, from crates.io.
 if ! command -v bindgen >/dev/null 2>&1; then
 	log "bootstrap: installing bindgen-cli from crates.io"
-	LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked bindgen-cli >/dev/null
+	cargo install --quiet --locked bindgen-cli
 else
 	log "bootstrap: bindgen present ($(bindgen --version))"
 fi

@@ -12,6 +12,12 @@ export LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
 mkdir -p "$CACHE"
 
+# The rustc the kernel and module are built with: rustup's, unless bootstrap
+# had to fall back to Debian's rustc-web (recorded in toolchain.env).
+RUSTC=rustc
+[ -f "$CACHE/toolchain.env" ] && . "$CACHE/toolchain.env"
+export RUSTC
+
 log() {
 	printf '%s\n' "$*" >&2
 }

@@ -6,7 +6,7 @@
 # Builds the syslet module against $TREE.
 build_module() {
 	log "module: building drivers/syslet"
-	make -s -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" modules >&2
+	make -s -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" modules >&2
 }
 
 # Builds the kselftests (as the kernel's selftest build does) and samples.

@@ -18,7 +18,7 @@ set -euo pipefail
 tarball=$("$REPO/scripts/fetch-kernel.sh")
 TREE=$CACHE/src/linux-source-$KVER
 PRISTINE=$CACHE/src/pristine-$KVER	# originals of every file the overlay touched
-MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" -j"$(nproc)")
+MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)")
 
 # Hash of everything that decides the built kernel.
 overlay_hash() {
@@ -33,6 +33,8 @@ config_hash() {
 		sha256sum "$tarball" | cut -d' ' -f1
 		cat "$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-} | sha256sum | cut -d' ' -f1
 		vng --version
+		"$RUSTC" --version
+		clang-19 --version | head -n1
 	) | sha256sum | cut -d' ' -f1
 }
 
