@@ -145,6 +145,10 @@ struct syslet_params {
  * resumes the caller's program; the caller finishes the batch and returns
  * with @status SYSLET_EXEC_HANDED_OFF: its continuation now belongs to the
  * spare. With 0, atoms that block just block the caller.
+ *
+ * A signal pending after an atom ends the batch early: the atoms left
+ * complete with -EINTR (SYSLET_CQE_F_REFUSED) without running, so a handler
+ * or a kill takes effect before anything else runs.
  */
 struct syslet_exec {
 	__u32	to_submit;	/* in: consume at most this many entries */
