@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -409,7 +410,9 @@ TEST_F(handoff, close_sends_spares_away)
 TEST_F(handoff, wait_and_poll)
 {
 	struct pollfd pfd = { .fd = self->ring.fd, .events = POLLIN };
+	struct epoll_event ev = { .events = EPOLLIN }, out;
 	struct submitter sub;
+	int ep;
 	struct spare spare;
 	char buf[8];
 
@@ -427,9 +430,42 @@ TEST_F(handoff, wait_and_poll)
 	EXPECT_EQ(1, syslet_wait(&self->ring, 1, -1));
 	EXPECT_EQ(1, poll(&pfd, 1, 1000));
 	EXPECT_EQ(POLLIN, pfd.revents & POLLIN);
+
+	ep = epoll_create1(0);
+	ASSERT_GE(ep, 0);
+	ASSERT_EQ(0, epoll_ctl(ep, EPOLL_CTL_ADD, self->ring.fd, &ev));
+	EXPECT_EQ(1, epoll_wait(ep, &out, 1, 1000));
+	EXPECT_EQ(EPOLLIN, out.events & EPOLLIN);
 	pthread_join(sub.thread, NULL);
 	syslet_cqe_seen(&self->ring);
+	EXPECT_EQ(0, epoll_wait(ep, &out, 1, 0));
+	close(ep);
 	EXPECT_EQ(0, poll(&pfd, 1, 0));
+}
+
+TEST_F(handoff, most_recently_parked_spare_goes_first)
+{
+	struct submitter sub;
+	struct spare first, second;
+	char buf[8];
+
+	start_spare(&first, &self->ring, 0);
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	start_spare(&second, &self->ring, 0);
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 2));
+	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 15);
+	/* LIFO: the cache-warm, most recently parked spare takes over. */
+	pthread_join(second.thread, NULL);
+	EXPECT_EQ(0, second.ret);
+	EXPECT_EQ(15, second.cookie);
+	EXPECT_EQ(0, first.done);
+	ASSERT_EQ(1, write(self->pipe[1], "f", 1));
+	pthread_join(sub.thread, NULL);
+	EXPECT_TRUE(sub.handed_off);
+	syslet_cqe_seen(&self->ring);
+	pthread_kill(first.thread, SIGUSR1);
+	pthread_join(first.thread, NULL);
+	EXPECT_EQ(-EINTR, first.ret);
 }
 
 TEST_F(handoff, cancel_handed_off_atom)
