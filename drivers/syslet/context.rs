@@ -14,10 +14,7 @@ use kernel::{
     seq_print,
     sync::{
         aref::ARef,
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
+        atomic::Relaxed,
         poll::PollTable,
         Arc,
         SetOnce,
@@ -40,7 +37,6 @@ use crate::{
         WaitArgs,
         CQE_F_ASYNC,
         CQE_F_INLINE,
-        CQE_F_REFUSED,
         EXEC_HANDED_OFF,
         RING_NEED_SPARE,
         SQE_LINK, //
@@ -57,109 +53,12 @@ use crate::{
         Rings,
         WaitError, //
     },
+    stats::{
+        BatchCounts,
+        Stats, //
+    },
     EXECUTING, //
 };
-
-/// Upper bounds, in microseconds, of the handoff latency histogram buckets; the last bucket has
-/// no bound.
-const LATENCY_BOUNDS_US: [i64; 7] = [10, 20, 50, 100, 200, 500, 1000];
-
-/// Counters shown in fdinfo.
-struct Stats {
-    /// Submissions consumed.
-    submitted: Atomic<u64>,
-    /// Atoms completed while the submitter owned its continuation.
-    completed_inline: Atomic<u64>,
-    /// Atoms completed after the submitter's continuation was handed off.
-    completed_async: Atomic<u64>,
-    /// Completions with a negative result, refused atoms included.
-    errors: Atomic<u64>,
-    /// Atoms that did not run: policy, seccomp, bad flags, failed chains, signals.
-    refused: Atomic<u64>,
-    /// `SYSLET_IOC_EXEC` calls that consumed at least one submission.
-    execs: Atomic<u64>,
-    /// Continuations a spare took over.
-    handoffs: Atomic<u64>,
-    /// Atoms that blocked, with a continuation cookie, while no spare was parked.
-    sync_fallbacks: Atomic<u64>,
-    /// Spares parked now.
-    spares_parked: Atomic<u64>,
-    /// Atoms cancelled with `SYSLET_IOC_CANCEL`.
-    cancelled: Atomic<u64>,
-    /// Handoff latency, from the block to the spare running: see `LATENCY_BOUNDS_US`.
-    latency_us: [Atomic<u64>; 8],
-}
-
-impl Stats {
-    fn new() -> Self {
-        Self {
-            submitted: Atomic::new(0),
-            completed_inline: Atomic::new(0),
-            completed_async: Atomic::new(0),
-            errors: Atomic::new(0),
-            refused: Atomic::new(0),
-            execs: Atomic::new(0),
-            handoffs: Atomic::new(0),
-            sync_fallbacks: Atomic::new(0),
-            spares_parked: Atomic::new(0),
-            cancelled: Atomic::new(0),
-            latency_us: [const { Atomic::new(0) }; 8],
-        }
-    }
-
-    fn inc(counter: &Atomic<u64>) {
-        counter.fetch_add(1, Relaxed);
-    }
-
-    fn record_latency(&self, us: i64) {
-        let bucket = LATENCY_BOUNDS_US
-            .iter()
-            .position(|&bound| us < bound)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
-        if let Some(counter) = self.latency_us.get(bucket) {
-            Self::inc(counter);
-        }
-    }
-}
-
-/// Counters of one batch, added to [`Stats`] once at its end.
-#[derive(Default)]
-struct BatchCounts {
-    inline: u64,
-    async_: u64,
-    errors: u64,
-    refused: u64,
-}
-
-impl BatchCounts {
-    fn add(&mut self, outcome: &Outcome) {
-        if outcome.res < 0 {
-            self.errors += 1;
-        }
-        if outcome.flags & CQE_F_REFUSED != 0 {
-            self.refused += 1;
-        }
-        if outcome.flags & CQE_F_ASYNC != 0 {
-            self.async_ += 1;
-        } else if outcome.flags & CQE_F_INLINE != 0 {
-            self.inline += 1;
-        }
-    }
-
-    fn flush(&self, stats: &Stats) {
-        let counters = [
-            (&stats.completed_inline, self.inline),
-            (&stats.completed_async, self.async_),
-            (&stats.errors, self.errors),
-            (&stats.refused, self.refused),
-        ];
-        for (counter, n) in counters {
-            if n != 0 {
-                counter.fetch_add(n, Relaxed);
-            }
-        }
-    }
-}
 
 /// Spares and in-flight continuations of a context.
 ///
@@ -610,28 +509,6 @@ impl Context {
             }
             None => seq_print!(m, "rings:\tnone\n"),
         }
-        let s = &self.stats;
-        let counters = [
-            ("submitted", &s.submitted),
-            ("completed_inline", &s.completed_inline),
-            ("completed_async", &s.completed_async),
-            ("errors", &s.errors),
-            ("refused", &s.refused),
-            ("execs", &s.execs),
-            ("handoffs", &s.handoffs),
-            ("sync_fallbacks", &s.sync_fallbacks),
-            ("spares_parked", &s.spares_parked),
-            ("cancelled", &s.cancelled),
-        ];
-        for (name, counter) in counters {
-            seq_print!(m, "{}:\t{}\n", name, counter.load(Relaxed));
-        }
-        seq_print!(m, "handoff_latency_us:");
-        let mut low = 0;
-        for (bound, counter) in LATENCY_BOUNDS_US.iter().zip(s.latency_us.iter()) {
-            seq_print!(m, " {}-{}:{}", low, bound, counter.load(Relaxed));
-            low = *bound;
-        }
-        seq_print!(m, " {}+:{}\n", low, s.latency_us[7].load(Relaxed));
+        self.stats.show(m);
     }
 }

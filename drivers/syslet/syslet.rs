@@ -12,7 +12,7 @@
 //!
 //! Files: `defs.rs` (user-space ABI), `ring.rs` (shared rings, waiting), `context.rs` (per-open
 //! state, setup, exec, park, wait, cancel, fdinfo), `handoff.rs` (continuations and spares),
-//! `atom.rs` (policy and running one atom).
+//! `atom.rs` (policy and running one atom), `stats.rs` (fdinfo counters).
 //!
 //! Lock order: `Context::handoff` before `Spare::lent_to`; `EXECUTING` and `Rings::state` are
 //! leaves. No lock is held while an atom runs, and none is taken in the scheduler hook.
@@ -42,6 +42,7 @@ mod context;
 mod defs;
 mod handoff;
 mod ring;
+mod stats;
 
 use context::Context;
 
