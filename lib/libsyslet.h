@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -188,6 +190,28 @@ static inline void syslet_cqe_seen(struct syslet_ring *ring)
 {
 	/* Pairs with the kernel's load-acquire of cq_head. */
 	__atomic_store_n(&ring->hdr->cq_head, ring->hdr->cq_head + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Reads counter @name (e.g. "handoffs") from the fdinfo of syslet file @fd;
+ * -1 if it is not there.
+ */
+static inline long syslet_fdinfo_counter(int fd, const char *name)
+{
+	char path[64], line[512];
+	size_t len = strlen(name);
+	long value = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, len) && line[len] == ':')
+			value = strtol(line + len + 1, NULL, 10);
+	fclose(f);
+	return value;
 }
 
 #endif /* LIBSYSLET_H */

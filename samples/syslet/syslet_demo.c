@@ -20,19 +20,7 @@ static int demo_pipe[2];
 
 static long fdinfo(const char *name)
 {
-	char path[64], line[256];
-	size_t len = strlen(name);
-	long value = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring.fd);
-	f = fopen(path, "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, len) && line[len] == ':')
-			value = strtol(line + len + 1, NULL, 10);
-	if (f)
-		fclose(f);
-	return value;
+	return syslet_fdinfo_counter(ring.fd, name);
 }
 
 /*

@@ -170,7 +170,7 @@ TEST_F(handoff, pipe_read_hands_off)
 	/* ...while the submitter is still blocked and nothing has completed. */
 	EXPECT_EQ(0, sub.done);
 	EXPECT_EQ(NULL, syslet_peek_cqe(&self->ring));
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
 
 	ASSERT_EQ(5, write(self->pipe[1], "hello", 5));
 	pthread_join(sub.thread, NULL);
@@ -183,8 +183,8 @@ TEST_F(handoff, pipe_read_hands_off)
 	EXPECT_EQ(5, cqe->res);
 	EXPECT_EQ(SYSLET_CQE_F_ASYNC, cqe->flags);
 	syslet_cqe_seen(&self->ring);
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "completed_async"));
-	EXPECT_EQ(0, fdinfo_counter(self->ring.fd, "spares_parked"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "completed_async"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 }
 
 TEST_F(handoff, no_spare_is_synchronous_fallback)
@@ -204,8 +204,8 @@ TEST_F(handoff, no_spare_is_synchronous_fallback)
 	EXPECT_EQ(3, syslet_peek_cqe(&self->ring)->res);
 	EXPECT_EQ(SYSLET_CQE_F_INLINE, syslet_peek_cqe(&self->ring)->flags);
 	syslet_cqe_seen(&self->ring);
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "sync_fallbacks"));
-	EXPECT_EQ(0, fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "sync_fallbacks"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
 	/* The shared header asks for spares, until one parks. */
 	EXPECT_EQ(SYSLET_RING_NEED_SPARE, self->ring.hdr->flags & SYSLET_RING_NEED_SPARE);
 	start_spare(&spare, &self->ring, 0);
@@ -232,8 +232,8 @@ TEST_F(handoff, no_cookie_never_hands_off)
 	ASSERT_EQ(1, write(self->pipe[1], "x", 1));
 	pthread_join(sub.thread, NULL);
 	EXPECT_FALSE(sub.handed_off);
-	EXPECT_EQ(0, fdinfo_counter(self->ring.fd, "handoffs"));
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "spares_parked"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 	pthread_kill(spare.thread, SIGUSR1);
 	pthread_join(spare.thread, NULL);
 	EXPECT_EQ(-EINTR, spare.ret);
@@ -268,7 +268,7 @@ TEST_F(handoff, many_blocked_across_many_spares)
 	for (int i = 0; i < N; i++) {
 		EXPECT_EQ(1, seen[i]) TH_LOG("cookie %d claimed %d times", 1000 + i, seen[i]);
 	}
-	EXPECT_EQ(N, fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(N, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
 	for (int i = 0; i < N; i++)
 		ASSERT_EQ(1, write(pipes[i][1], "z", 1));
 	for (int i = 0; i < N; i++) {
@@ -344,7 +344,7 @@ TEST_F(handoff, short_blocks_race_exactly_one_owner)
 		/* Every handed-off cookie reached the spare. */
 		EXPECT_NE(1, got[i]) TH_LOG("cookie %d handed off but never claimed", i);
 	}
-	EXPECT_EQ(handed_total, fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(handed_total, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
 	TH_LOG("%d of %d short blocks were handed off", handed_total, N);
 	free(claimed);
 	free(got);
@@ -362,7 +362,7 @@ TEST_F(handoff, signals_to_spare_and_blocked_submitter)
 	pthread_kill(spare.thread, SIGUSR1);
 	pthread_join(spare.thread, NULL);
 	EXPECT_EQ(-EINTR, spare.ret);
-	EXPECT_EQ(0, fdinfo_counter(self->ring.fd, "spares_parked"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 
 	/* A signal to a submitter blocked with no spare: the atom fails with EINTR. */
 	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 9);
@@ -491,7 +491,7 @@ TEST_F(handoff, cancel_handed_off_atom)
 	EXPECT_EQ(-ECANCELED, cqe->res);
 	EXPECT_EQ(SYSLET_CQE_F_ASYNC, cqe->flags);
 	syslet_cqe_seen(&self->ring);
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "cancelled"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "cancelled"));
 	/* The cancelled thread is not left interrupted: its next blocking call sleeps. */
 	EXPECT_EQ(-ETIMEDOUT, syslet_wait(&self->ring, 1, 10 * 1000 * 1000));
 }

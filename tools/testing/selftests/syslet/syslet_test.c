@@ -183,9 +183,9 @@ TEST_F(ring, getpid_runs_inline)
 
 	EXPECT_EQ(getpid(), cqe.res);
 	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe.flags);
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "submitted"));
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "completed_inline"));
-	EXPECT_EQ(0, fdinfo_counter(self->ring.fd, "errors"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "submitted"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "completed_inline"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "errors"));
 	/* The shared indices moved. */
 	EXPECT_EQ(1, self->ring.hdr->sq_head);
 	EXPECT_EQ(1, self->ring.hdr->cq_tail);
@@ -299,7 +299,7 @@ TEST_F(ring, partial_submit_and_wraparound)
 			}
 		}
 	}
-	EXPECT_EQ(40, fdinfo_counter(self->ring.fd, "completed_inline"));
+	EXPECT_EQ(40, syslet_fdinfo_counter(self->ring.fd, "completed_inline"));
 }
 
 TEST_F(ring, chain_stops_at_first_error)
@@ -451,7 +451,7 @@ TEST_F(ring, munmap_while_in_use)
 	ASSERT_EQ(0, munmap(h2, size));
 	/* With no mapping at all, exec still runs what is queued (none) safely. */
 	EXPECT_EQ(0, ioctl(self->ring.fd, SYSLET_IOC_EXEC, &exec));
-	EXPECT_EQ(1, fdinfo_counter(self->ring.fd, "completed_inline"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "completed_inline"));
 }
 
 TEST(closed_fd_keeps_mapping)
@@ -505,7 +505,7 @@ TEST(foreign_process_is_refused)
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status));
 	/* Nothing ran on the child's behalf; the owner still can. */
-	EXPECT_EQ(0, fdinfo_counter(ring.fd, "submitted"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(ring.fd, "submitted"));
 	EXPECT_EQ(1, syslet_submit(&ring));
 	syslet_queue_exit(&ring);
 }
