@@ -54,11 +54,12 @@ run_guest() {
 		--cwd "$REPO" "$@" --exec "$cmd" </dev/null
 }
 
-# Everything before booting: dependencies, kernel, module, user programs,
-# and the choice of accelerator. Sets TREE, OUT and VNG_ACCEL.
+# Everything before booting: dependencies, kernel (flavor $1: test or
+# release), module, user programs, and the choice of accelerator. Sets TREE,
+# OUT and VNG_ACCEL.
 prepare_guest() {
 	"$REPO/scripts/bootstrap.sh"
-	TREE=$("$REPO/scripts/kernel.sh")
+	TREE=$("$REPO/scripts/kernel.sh" "$1")
 	build_module
 	build_user
 	choose_accel

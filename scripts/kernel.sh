@@ -5,6 +5,11 @@
 # project's overlay (rust/ files copied in, kernel/patches/ applied) and
 # config (vng --kconfig + kernel/config/syslet.config), built with LLVM.
 #
+# Usage: kernel.sh [test|release]. The test flavor (default) has lockdep,
+# KASAN and the other debugging options the kselftests run under; release
+# adds kernel/config/release.config, which turns them off, for the demo and
+# the benchmark. Each flavor has its own tree.
+#
 # The tree lives in the cache, outside the repository, and is reused:
 #  - same kernel + overlay + config (stamp matches): nothing is rebuilt;
 #  - a changed overlay: only the files whose content changed are rewritten
@@ -15,9 +20,23 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
+FLAVOR=${1:-test}
 tarball=$("$REPO/scripts/fetch-kernel.sh")
-TREE=$CACHE/src/linux-source-$KVER
-PRISTINE=$CACHE/src/pristine-$KVER	# originals of every file the overlay touched
+FRAGMENTS=("$REPO/kernel/config/syslet.config")
+case $FLAVOR in
+test)
+	SRC=$CACHE/src ;;
+release)
+	SRC=$CACHE/src/release
+	FRAGMENTS+=("$REPO/kernel/config/release.config") ;;
+*)
+	log "kernel: unknown flavor '$FLAVOR' (test or release)"
+	exit 2 ;;
+esac
+# SYSLET_EXTRA_CONFIG: more fragments, for experiments.
+FRAGMENTS+=(${SYSLET_EXTRA_CONFIG:-})
+TREE=$SRC/linux-source-$KVER
+PRISTINE=$SRC/pristine-$KVER	# originals of every file the overlay touched
 MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)")
 
 # Hash of everything that decides the built kernel.
@@ -31,7 +50,7 @@ overlay_hash() {
 config_hash() {
 	(
 		sha256sum "$tarball" | cut -d' ' -f1
-		cat "$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-} | sha256sum | cut -d' ' -f1
+		cat "${FRAGMENTS[@]}" | sha256sum | cut -d' ' -f1
 		vng --version
 		"$RUSTC" --version
 		clang-19 --version | head -n1
@@ -42,8 +61,8 @@ extract() {
 	[ -f "$TREE/.syslet-extracted" ] && return
 	log "kernel: extracting $(basename "$tarball")"
 	rm -rf "$TREE" "$PRISTINE"
-	mkdir -p "$CACHE/src"
-	tar -xf "$tarball" -C "$CACHE/src"
+	mkdir -p "$SRC"
+	tar -xf "$tarball" -C "$SRC"
 	touch "$TREE/.syslet-extracted"
 }
 
@@ -96,23 +115,30 @@ apply_overlay() {
 }
 
 configure() {
-	log "kernel: configuring (vng --kconfig + kernel/config/syslet.config)"
+	log "kernel: configuring (vng --kconfig + ${FRAGMENTS[*]##*/})"
 	(cd "$TREE" && LLVM="$LLVM_SUFFIX" vng --kconfig >/dev/null 2>&1)
-	# SYSLET_EXTRA_CONFIG: more fragments, for experiments (e.g. KASAN).
 	(cd "$TREE" && LLVM="$LLVM_SUFFIX" scripts/kconfig/merge_config.sh -m .config \
-		"$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-} >/dev/null)
+		"${FRAGMENTS[@]}" >/dev/null)
 	"${MAKE[@]}" olddefconfig >/dev/null
-	# Every option the fragment asks for must have stuck.
+	# Every option the fragments ask for (the last word on each) must have stuck.
+	local -A want=()
 	local bad=0 line opt
 	while read -r line; do
 		case "$line" in
 		CONFIG_*=*)
-			grep -qxF "$line" "$TREE/.config" || { log "kernel: config: $line did not stick"; bad=1; } ;;
+			want[${line%%=*}]=$line ;;
 		"# CONFIG_"*" is not set")
-			opt=${line#\# }; opt=${opt%% *}
-			! grep -q "^$opt=[ym]" "$TREE/.config" || { log "kernel: config: $opt still set"; bad=1; } ;;
+			opt=${line#\# }
+			want[${opt%% *}]=unset ;;
 		esac
-	done < <(cat "$REPO/kernel/config/syslet.config" ${SYSLET_EXTRA_CONFIG:-})
+	done < <(cat "${FRAGMENTS[@]}")
+	for opt in "${!want[@]}"; do
+		if [ "${want[$opt]}" = unset ]; then
+			! grep -q "^$opt=[ym]" "$TREE/.config" || { log "kernel: config: $opt still set"; bad=1; }
+		else
+			grep -qxF "${want[$opt]}" "$TREE/.config" || { log "kernel: config: ${want[$opt]} did not stick"; bad=1; }
+		fi
+	done
 	[ $bad = 0 ] || exit 1
 }
 
@@ -131,11 +157,11 @@ if [ "$(cat "$TREE/.syslet-config-stamp" 2>/dev/null)" != "$chash" ] || [ ! -f "
 	configure
 	echo "$chash" >"$TREE/.syslet-config-stamp"
 fi
-log "kernel: building ($(nproc) jobs); log in $CACHE/kernel-build.log"
+log "kernel: building the $FLAVOR flavor ($(nproc) jobs); log in $CACHE/kernel-build-$FLAVOR.log"
 start=$(date +%s)
-if ! "${MAKE[@]}" >"$CACHE/kernel-build.log" 2>&1; then
-	grep -E 'error|Error' "$CACHE/kernel-build.log" | head -40 >&2
-	log "kernel: build failed, see $CACHE/kernel-build.log"
+if ! "${MAKE[@]}" >"$CACHE/kernel-build-$FLAVOR.log" 2>&1; then
+	grep -E 'error|Error' "$CACHE/kernel-build-$FLAVOR.log" | head -40 >&2
+	log "kernel: build failed, see $CACHE/kernel-build-$FLAVOR.log"
 	exit 1
 fi
 log "kernel: built in $(($(date +%s) - start)) s"

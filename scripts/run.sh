@@ -11,6 +11,6 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 . "$REPO/scripts/guest.sh"
 
-prepare_guest
+prepare_guest release
 run_guest "insmod '$REPO/drivers/syslet/syslet.ko' && '$OUT/samples/syslet_demo' && echo &&
 	'$OUT/samples/syslet_bench' && rmmod syslet"

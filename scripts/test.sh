@@ -9,7 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 . "$REPO/scripts/guest.sh"
 
-prepare_guest
+prepare_guest test
 
 log "guest: running the syslet kselftests"
 results=$(mktemp -d "$CACHE/results.XXXXXX")

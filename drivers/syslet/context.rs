@@ -60,6 +60,9 @@ use crate::{
     EXECUTING, //
 };
 
+/// Batches up to this many atoms use buffers on the stack instead of allocating.
+const SMALL_BATCH: usize = 4;
+
 /// Spares and in-flight continuations of a context.
 ///
 /// Protected by [`Context::handoff`]; taken before a spare's `lent_to`.
@@ -212,13 +215,21 @@ impl Context {
             return Ok(0);
         }
         let _guard = ExecGuard::new()?;
-        let mut batch = KVVec::with_capacity(max as usize, GFP_KERNEL)?;
+        // Small batches, the common case of latency-bound callers, need no allocation.
+        let mut small = [Sqe::default(); SMALL_BATCH];
+        let mut large: KVVec<Sqe>;
+        let batch: &mut [Sqe] = if max as usize <= SMALL_BATCH {
+            &mut small[..max as usize]
+        } else {
+            large = KVVec::from_elem(Sqe::default(), max as usize, GFP_KERNEL)?;
+            &mut large
+        };
         let cont = match args.continuation {
             0 => None,
             cookie => Some(self.begin_handoff(cookie)?),
         };
 
-        let count = match rings.claim(max, &mut batch) {
+        let count = match rings.claim(batch) {
             Ok(count) => count,
             Err(err) => {
                 if let Some(cont) = cont {
@@ -235,14 +246,15 @@ impl Context {
             Stats::inc(&self.stats.execs);
         }
         args.submitted = count;
+        let batch = &batch[..count as usize];
         match cont {
             // No continuation to hand off: nothing watches the task, zero extra cost.
-            None => self.run_batch(rings, &batch, None),
+            None => self.run_batch(rings, batch, None),
             Some(cont) => {
                 pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook {
                     cont: cont.clone(),
                 }));
-                hook.with_registered(|| self.run_batch(rings, &batch, Some(&cont)));
+                hook.with_registered(|| self.run_batch(rings, batch, Some(&cont)));
                 if cont.state.load(Relaxed) == HANDED {
                     args.status = EXEC_HANDED_OFF;
                 }
@@ -296,10 +308,21 @@ impl Context {
     /// they are posted together at the end (one lock, one wakeup). With one, the program may go
     /// on elsewhere at any block, so each is posted as soon as its atom ends.
     fn run_batch(&self, rings: &Rings, batch: &[Sqe], cont: Option<&Continuation>) {
-        let mut deferred = match cont {
-            None => KVVec::<Cqe>::with_capacity(batch.len(), GFP_KERNEL).ok(),
+        let mut small = [Cqe::default(); SMALL_BATCH];
+        let mut large: KVVec<Cqe>;
+        let mut deferred: Option<&mut [Cqe]> = match cont {
+            None if batch.len() <= SMALL_BATCH => Some(&mut small[..batch.len()]),
+            None => match KVVec::from_elem(Cqe::default(), batch.len(), GFP_KERNEL) {
+                Ok(vec) => {
+                    large = vec;
+                    Some(&mut large)
+                }
+                // Without room to gather them, post them one by one.
+                Err(_) => None,
+            },
             Some(_) => None,
         };
+        let mut gathered = 0;
         let mut counts = BatchCounts::default();
         let mut chain_failed = false;
         let mut interrupted = false;
@@ -328,18 +351,19 @@ impl Context {
                 flags: outcome.flags,
                 ..Default::default()
             };
-            let posted_later = deferred
-                .as_mut()
-                .is_some_and(|deferred| deferred.push_within_capacity(cqe).is_ok());
-            if !posted_later {
-                rings.complete(&[cqe]);
+            match deferred.as_deref_mut().and_then(|d| d.get_mut(gathered)) {
+                Some(slot) => {
+                    *slot = cqe;
+                    gathered += 1;
+                }
+                None => rings.complete(&[cqe]),
             }
             if !interrupted && current!().signal_pending() {
                 interrupted = true;
             }
         }
         if let Some(deferred) = deferred {
-            rings.complete(&deferred);
+            rings.complete(&deferred[..gathered]);
         }
         counts.flush(&self.stats);
     }

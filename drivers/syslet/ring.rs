@@ -208,13 +208,12 @@ impl Rings {
         self.buf.map(vma)
     }
 
-    /// Consumes up to `max` submissions, copying each into `batch`, and reserves a completion
-    /// slot for each.
+    /// Consumes up to `batch.len()` submissions, copying them to the start of `batch`, and
+    /// reserves a completion slot for each.
     ///
-    /// Consumes no more than `batch` has spare capacity for. Returns how many were consumed;
-    /// zero if none are pending.
-    pub(crate) fn claim(&self, max: u32, batch: &mut KVVec<Sqe>) -> Result<u32, ClaimError> {
-        let max = max.min(u32::try_from(batch.capacity() - batch.len()).unwrap_or(u32::MAX));
+    /// Returns how many were consumed; zero if none are pending.
+    pub(crate) fn claim(&self, batch: &mut [Sqe]) -> Result<u32, ClaimError> {
+        let max = u32::try_from(batch.len()).unwrap_or(u32::MAX);
         let mut state = self.state.lock();
         // Pairs with user space's store-release of `sq_tail` after filling entries.
         let sq_tail = self
@@ -244,16 +243,13 @@ impl Rings {
         }
 
         let mask = self.layout.sq_entries - 1;
-        for i in 0..count {
+        for (i, out) in (0..count).zip(batch.iter_mut()) {
             let slot = (state.sq_head.wrapping_add(i) & mask) as usize;
             let offset = self.layout.sqes_off + slot * size_of::<Sqe>();
             // The slot is within the ring by construction; read it exactly once.
-            let sqe = self
+            *out = self
                 .buf
                 .read::<Sqe>(offset)
-                .map_err(|_| ClaimError::Corrupt)?;
-            batch
-                .push_within_capacity(sqe)
                 .map_err(|_| ClaimError::Corrupt)?;
         }
         state.sq_head = state.sq_head.wrapping_add(count);
