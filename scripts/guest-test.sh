@@ -26,8 +26,9 @@ check() {
 check insmod insmod "$ko"
 check device_node test -c /dev/syslet
 
-for t in syslet_test handoff_test; do
-	"$suites/$t"
+# Every program the kselftest Makefile built (TEST_GEN_PROGS).
+for t in "$suites"/*_test; do
+	"$t"
 done
 
 # While a file is open the module is pinned.

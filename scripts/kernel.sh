@@ -39,17 +39,19 @@ TREE=$SRC/linux-source-$KVER
 PRISTINE=$SRC/pristine-$KVER	# originals of every file the overlay touched
 MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)")
 
-# Hash of everything that decides the built kernel.
+# Hash of everything that decides the built kernel. The 160 MB tarball is
+# hashed once per run.
+tarball_hash=$(sha256sum "$tarball" | cut -d' ' -f1)
 overlay_hash() {
 	(
 		cd "$REPO"
-		sha256sum "$tarball" | cut -d' ' -f1
+		echo "$tarball_hash"
 		find rust kernel/patches -type f | LC_ALL=C sort | xargs sha256sum
 	) | sha256sum | cut -d' ' -f1
 }
 config_hash() {
 	(
-		sha256sum "$tarball" | cut -d' ' -f1
+		echo "$tarball_hash"
 		cat "${FRAGMENTS[@]}" | sha256sum | cut -d' ' -f1
 		vng --version
 		"$RUSTC" --version

@@ -151,6 +151,23 @@ static void start_spare(struct spare *s, struct syslet_ring *ring, int repark)
 	pthread_create(&s->thread, NULL, spare_main, s);
 }
 
+/*
+ * Parks @spare, starts @sub blocked in a read() of the fixture's empty pipe
+ * with continuation @cookie, and waits until the spare has taken the
+ * continuation over.
+ */
+static void hand_off_read(struct __test_metadata *_metadata, FIXTURE_DATA(handoff) *self,
+			  struct spare *spare, struct submitter *sub, char *buf, size_t len,
+			  uint64_t cookie)
+{
+	start_spare(spare, &self->ring, 0);
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	start_submitter(sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, len, cookie);
+	pthread_join(spare->thread, NULL);
+	ASSERT_EQ(0, spare->ret);
+	ASSERT_EQ(cookie, spare->cookie);
+}
+
 TEST_F(handoff, pipe_read_hands_off)
 {
 	struct submitter sub;
@@ -374,11 +391,7 @@ TEST_F(handoff, signals_to_spare_and_blocked_submitter)
 	syslet_cqe_seen(&self->ring);
 
 	/* A signal to a submitter blocked after a handoff: same, on the async path. */
-	start_spare(&spare, &self->ring, 0);
-	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
-	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 10);
-	pthread_join(spare.thread, NULL);
-	EXPECT_EQ(10, spare.cookie);
+	hand_off_read(_metadata, self, &spare, &sub, buf, sizeof(buf), 10);
 	pthread_kill(sub.thread, SIGUSR1);
 	pthread_join(sub.thread, NULL);
 	EXPECT_TRUE(sub.handed_off);
@@ -421,10 +434,7 @@ TEST_F(handoff, wait_and_poll)
 	EXPECT_EQ(0, syslet_wait(&self->ring, 0, 0));
 	EXPECT_EQ(-EINVAL, syslet_wait(&self->ring, 1000, 0));
 
-	start_spare(&spare, &self->ring, 0);
-	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
-	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 11);
-	pthread_join(spare.thread, NULL);
+	hand_off_read(_metadata, self, &spare, &sub, buf, sizeof(buf), 11);
 	/* The program, resumed on the spare, waits for the completion. */
 	ASSERT_EQ(2, write(self->pipe[1], "ok", 2));
 	EXPECT_EQ(1, syslet_wait(&self->ring, 1, -1));
@@ -476,11 +486,7 @@ TEST_F(handoff, cancel_handed_off_atom)
 	char buf[8];
 
 	EXPECT_EQ(-ENOENT, syslet_cancel(&self->ring, 12));
-	start_spare(&spare, &self->ring, 0);
-	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
-	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 12);
-	pthread_join(spare.thread, NULL);
-	EXPECT_EQ(12, spare.cookie);
+	hand_off_read(_metadata, self, &spare, &sub, buf, sizeof(buf), 12);
 	EXPECT_EQ(-ENOENT, syslet_cancel(&self->ring, 13));
 	EXPECT_EQ(0, syslet_cancel(&self->ring, 12));
 	pthread_join(sub.thread, NULL);
@@ -608,10 +614,7 @@ TEST_F(handoff, latency_histogram_counts_handoffs)
 	char buf[8];
 	FILE *f;
 
-	start_spare(&spare, &self->ring, 0);
-	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
-	start_submitter(&sub, self, __NR_read, self->pipe[0], (uintptr_t)buf, sizeof(buf), 14);
-	pthread_join(spare.thread, NULL);
+	hand_off_read(_metadata, self, &spare, &sub, buf, sizeof(buf), 14);
 	ASSERT_EQ(1, write(self->pipe[1], "l", 1));
 	pthread_join(sub.thread, NULL);
 
