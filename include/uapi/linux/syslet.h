@@ -8,6 +8,14 @@
  * SYSLET_IOC_EXEC, which runs them in order, in the caller's own context,
  * and posts one completion entry per atom to the completion ring.
  *
+ * Atoms that block: threads of the process park as spares with
+ * SYSLET_IOC_PARK. An exec that names a continuation cookie hands it to the
+ * most recently parked spare when an atom blocks; the spare returns to user
+ * space with the cookie and resumes the program, while the blocked thread
+ * finishes the batch (completions flagged SYSLET_CQE_F_ASYNC). Completions
+ * can be waited for with SYSLET_IOC_WAIT or poll(); SYSLET_IOC_CANCEL
+ * interrupts a handed-off atom.
+ *
  * Ring protocol (like io_uring's):
  *
  *  - The submission ring is written by user space at sq_tail and consumed
