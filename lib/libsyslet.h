@@ -127,7 +127,8 @@ static inline int syslet_submit(struct syslet_ring *ring)
 /*
  * Like syslet_submit_n(), naming the caller's continuation @cookie (nonzero):
  * if an atom blocks, a parked spare resumes the program with @cookie and
- * *@handed_off is set: the caller must then not resume it itself.
+ * *@handed_off is set: the caller must then not resume it itself. Returns the
+ * number of entries consumed (without SYSLET_EXEC_RET_HANDED_OFF).
  */
 static inline int syslet_submit_cont(struct syslet_ring *ring, unsigned int count,
 				     uint64_t cookie, int *handed_off)
@@ -139,8 +140,12 @@ static inline int syslet_submit_cont(struct syslet_ring *ring, unsigned int coun
 	ret = ioctl(ring->fd, SYSLET_IOC_EXEC, &exec);
 	if (ret < 0)
 		return -errno;
-	*handed_off = exec.status == SYSLET_EXEC_HANDED_OFF;
-	return ret;
+	/*
+	 * The return value is authoritative, not exec.status: a fault copying
+	 * the status back cannot lose it.
+	 */
+	*handed_off = !!(ret & SYSLET_EXEC_RET_HANDED_OFF);
+	return ret & ~SYSLET_EXEC_RET_HANDED_OFF;
 }
 
 /*

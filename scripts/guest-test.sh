@@ -9,7 +9,10 @@ ko=$1
 suites=$2	# directory of kselftest programs
 log=$3		# a file on the host: the console may drop early output
 
-exec > >(tee "$log") 2>&1
+# The first line, written straight to the host's file before anything that
+# could crash the guest: test.sh boots again only a guest that died before it.
+echo "syslet-guest: started" >"$log"
+exec > >(tee -a "$log") 2>&1
 n=100
 
 check() {
@@ -39,7 +42,10 @@ check rmmod_after_close rmmod syslet
 check device_node_gone test ! -e /dev/syslet
 
 # Real reports only: a lockdep kernel mentions "lockdep" at boot by design.
+# slub_debug (test.sh) reports "BUG kmalloc-64 (Not tainted): Object already
+# free" or "[Poison overwritten] 0x...", without "BUG:".
 reports='BUG:|WARNING:|Oops|KASAN:|UBSAN:|refcount_t:|possible circular locking|inconsistent lock state|possible recursive locking|suspicious RCU usage|Call Trace:|general protection|kernel BUG|rust_panic|panicked at'
+reports+='|\bBUG [^ ]+ \((Not tainted|Tainted)|overwritten\]|Object already free'
 dmesg >/tmp/syslet-dmesg.txt
 if grep -E "$reports" /tmp/syslet-dmesg.txt; then
 	echo "# guest dmesg:"

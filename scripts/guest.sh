@@ -29,7 +29,7 @@ choose_accel() {
 		local verdict=tcg
 		if [ -w /dev/kvm ]; then
 			log "guest: probing KVM (20 s at most)"
-			if timeout 20 vng --run "$TREE" --memory 1G --exec 'echo syslet-kvm-ok' \
+			if timeout 20 vng --run "$TREE" --force-9p --memory 1G --exec 'echo syslet-kvm-ok' \
 				</dev/null 2>/dev/null | grep -q syslet-kvm-ok; then
 				verdict=kvm
 			fi
@@ -45,17 +45,36 @@ choose_accel() {
 	fi
 }
 
+# The machine vng 1.42 gives a guest (vng --dry-run --verbose prints it):
+# under --disable-kvm, QEMU 7.2 TCG (multi-threaded, one host thread per
+# vCPU) with -machine q35 -cpu max, an i6300esb watchdog (inert: no
+# CONFIG_WATCHDOG), six virtio-serial-pci for the --exec streams, the root
+# and each --rwdir over virtio-9p-pci, -no-reboot and panic=-1, so a panic
+# or a triple fault ends QEMU at once. microvm is used only with KVM.
+# --force-9p: vng first tries virtiofsd, but Debian 12's (QEMU's C one)
+# rejects the options vng passes, so each export waits 3.1 s and falls back
+# to 9p; forcing 9p gives the same command line without that wait and
+# without a guest whose devices depend on a daemon's start-up race.
+# Not changed, for lack of evidence that they cause the early deaths:
+# -cpu max (all TCG features: la57, AVX2, FMA, VAES; a named model would
+# change the kernel's code paths), -accel tcg,thread=single or -icount
+# (they serialize the two vCPUs, so the handoff tests would no longer run
+# truly in parallel; timer trouble from a loaded host prints soft-lockup or
+# RCU-stall reports, not a silent death). SYSLET_QEMU_OPTS passes more QEMU
+# options for such experiments.
+#
 # Runs a command line in the guest; its output goes to stdout. Further
 # arguments go to vng (e.g. --rwdir DIR to let the guest write DIR).
 run_guest() {
-	local cmd=$1
+	local cmd=$1 extra=()
 	shift
-	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --cpus 2 --memory 2G \
-		--cwd "$REPO" "$@" --exec "$cmd" </dev/null
+	[ -n "${SYSLET_QEMU_OPTS:-}" ] && extra=(--qemu-opts="$SYSLET_QEMU_OPTS")
+	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --force-9p --cpus 2 --memory 2G \
+		--cwd "$REPO" "${extra[@]}" "$@" --exec "$cmd" </dev/null
 }
 
-# Everything before booting: dependencies, kernel (flavor $1: test or
-# release), module, user programs, and the choice of accelerator. Sets TREE,
+# Everything before booting: dependencies, kernel (flavor $1: test, release
+# or kasan), module, user programs, and the choice of accelerator. Sets TREE,
 # OUT and VNG_ACCEL.
 prepare_guest() {
 	"$REPO/scripts/bootstrap.sh"

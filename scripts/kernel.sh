@@ -5,10 +5,12 @@
 # project's overlay (rust/ files copied in, kernel/patches/ applied) and
 # config (vng --kconfig + kernel/config/syslet.config), built with LLVM.
 #
-# Usage: kernel.sh [test|release]. The test flavor (default) has lockdep,
-# KASAN and the other debugging options the kselftests run under; release
+# Usage: kernel.sh [test|release|kasan]. The test flavor (default) has
+# lockdep and the other debugging options the kselftests run under; release
 # adds kernel/config/release.config, which turns them off, for the demo and
-# the benchmark. Each flavor has its own tree.
+# the benchmark; kasan adds kernel/config/kasan.config to the test flavor
+# (opt-in, scripts/test-kasan.sh). Each flavor has its own tree, so
+# switching between them never rebuilds another's.
 #
 # The tree lives in the cache, outside the repository, and is reused:
 #  - same kernel + overlay + config (stamp matches): nothing is rebuilt;
@@ -29,11 +31,15 @@ test)
 release)
 	SRC=$CACHE/src/release
 	FRAGMENTS+=("$REPO/kernel/config/release.config") ;;
+kasan)
+	SRC=$CACHE/src/kasan
+	FRAGMENTS+=("$REPO/kernel/config/kasan.config") ;;
 *)
-	log "kernel: unknown flavor '$FLAVOR' (test or release)"
+	log "kernel: unknown flavor '$FLAVOR' (test, release or kasan)"
 	exit 2 ;;
 esac
-# SYSLET_EXTRA_CONFIG: more fragments, for experiments.
+# SYSLET_EXTRA_CONFIG: more fragments, for experiments (they rebuild the
+# flavor's tree; the next run without them rebuilds it again).
 FRAGMENTS+=(${SYSLET_EXTRA_CONFIG:-})
 TREE=$SRC/linux-source-$KVER
 PRISTINE=$SRC/pristine-$KVER	# originals of every file the overlay touched

@@ -1,12 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Running one atom: policy, seccomp, then the system call itself.
+//! One atom: policy, seccomp, and its outcome.
+//!
+//! An atom runs only after every check below passed, in this order: valid flags; not a call that
+//! acts on the caller's entry frame (`kernel::syscall::needs_entry_frame`); not a call that acts on
+//! the calling thread's own state when the exec names a continuation; not an ioctl on a syslet
+//! device; and the caller's seccomp filters allow it. Each refusal completes the atom with
+//! `SYSLET_CQE_F_REFUSED` and a clear error.
 
 use kernel::{
     bindings,
     fs::LocalFile,
     prelude::*,
-    syscall::Syscall, //
+    syscall::{
+        CheckedSyscall,
+        Syscall,
+        Verdict, //
+    },
 };
 
 use crate::defs::{
@@ -22,11 +32,6 @@ pub(crate) struct Outcome {
     pub(crate) flags: u32,
 }
 
-/// Returns the error of an errno the kernel crate has no constant for.
-pub(crate) fn errno(errno: u32) -> Error {
-    Error::from_errno(-(errno as i32))
-}
-
 impl Outcome {
     /// An atom that did not run, failing with `err`.
     pub(crate) fn refused(err: Error) -> Self {
@@ -35,48 +40,98 @@ impl Outcome {
             flags: CQE_F_REFUSED,
         }
     }
+
+    /// An atom that ran inline and returned `res`.
+    pub(crate) fn ran(res: i64) -> Self {
+        Self {
+            res,
+            flags: CQE_F_INLINE,
+        }
+    }
+}
+
+/// Returns `true` if system call `nr` acts on the state of the calling thread itself.
+///
+/// In an exec with a continuation the program may go on on a spare's thread while later atoms
+/// still run on the submitter's: such a call would change the wrong thread, so it is refused
+/// there. Checked against the x86-64 table for calls whose effect is per thread when given no
+/// other target (pid 0, `PRIO_PROCESS` 0, ...): credentials, namespaces, signal mask, seccomp,
+/// prctl, personality, robust futexes, rseq, scheduling and I/O priority, TLS.
+fn acts_on_own_thread(nr: u32) -> bool {
+    matches!(
+        nr,
+        bindings::__NR_setuid
+            | bindings::__NR_setgid
+            | bindings::__NR_setreuid
+            | bindings::__NR_setregid
+            | bindings::__NR_setresuid
+            | bindings::__NR_setresgid
+            | bindings::__NR_setfsuid
+            | bindings::__NR_setfsgid
+            | bindings::__NR_setgroups
+            | bindings::__NR_capset
+            | bindings::__NR_unshare
+            | bindings::__NR_setns
+            | bindings::__NR_rt_sigprocmask
+            | bindings::__NR_rt_sigsuspend
+            | bindings::__NR_rt_sigtimedwait
+            | bindings::__NR_prctl
+            | bindings::__NR_seccomp
+            | bindings::__NR_personality
+            | bindings::__NR_set_tid_address
+            | bindings::__NR_set_robust_list
+            | bindings::__NR_rseq
+            | bindings::__NR_sched_setaffinity
+            | bindings::__NR_sched_setparam
+            | bindings::__NR_sched_setscheduler
+            | bindings::__NR_sched_setattr
+            | bindings::__NR_setpriority
+            | bindings::__NR_ioprio_set
+            | bindings::__NR_set_thread_area
+            | bindings::__NR_get_thread_area
+    )
 }
 
 /// Returns whether `call` is an `ioctl()` on a syslet device.
 ///
 /// Atoms may not drive syslet itself: a nested exec would run on the stack of the outer one, and
-/// a chain of them could exhaust the kernel stack. This catches the plain case with a clear error
-/// (`EDEADLK`); `crate::context::ExecGuard` catches a descriptor swapped in after this check.
+/// a nested park could claim its continuation. This catches the plain case with a clear error;
+/// the per-task mark (`kernel::syscall::AtomMark`) catches a descriptor swapped in after this
+/// check. The descriptor is compared as `ioctl()` sees it: truncated to `unsigned int`.
 fn reenters_syslet(call: &Syscall) -> bool {
     if call.nr() != bindings::__NR_ioctl {
         return false;
     }
-    let Ok(fd) = u32::try_from(call.args()[0]) else {
-        return false;
-    };
+    let fd = call.args()[0] as u32;
     match LocalFile::fget(fd) {
         Ok(file) => crate::FOPS.is_file_of(&file),
         Err(_) => false,
     }
 }
 
-/// Runs `sqe` in the current task's context, unless policy or seccomp refuses it.
+/// Applies policy and seccomp to `sqe`: returns the call to run, or the outcome of a refused
+/// atom.
 ///
-/// Must be called from process context, on behalf of the submitting process, without locks
-/// held: the call may sleep.
-pub(crate) fn run(sqe: &Sqe) -> Outcome {
+/// `with_continuation`: the exec names a continuation, so calls acting on the calling thread
+/// are refused. Must be called by the submitting task.
+pub(crate) fn check(sqe: &Sqe, with_continuation: bool) -> Result<CheckedSyscall, Outcome> {
     if sqe.flags & !SQE_VALID_FLAGS != 0 {
-        return Outcome::refused(EINVAL);
+        return Err(Outcome::refused(EINVAL));
     }
     // Calls that act on the caller's own entry frame (clone, execve, exit, rt_sigreturn...).
-    let call = match Syscall::new(sqe.nr, sqe.args) {
-        Ok(call) => call,
-        Err(_) => return Outcome::refused(EINVAL),
-    };
+    let call = Syscall::new(sqe.nr, sqe.args).map_err(|_| Outcome::refused(EINVAL))?;
+    if with_continuation && acts_on_own_thread(sqe.nr) {
+        return Err(Outcome::refused(EINVAL));
+    }
     if reenters_syslet(&call) {
-        return Outcome::refused(errno(bindings::EDEADLK));
+        return Err(Outcome::refused(EDEADLK));
     }
     // The caller's seccomp filters see every atom, with the verdict a direct call would get.
-    if let Err(err) = call.check_seccomp() {
-        return Outcome::refused(err);
-    }
-    Outcome {
-        res: call.run(),
-        flags: CQE_F_INLINE,
+    match call.check_seccomp() {
+        Verdict::Run(call) => Ok(call),
+        Verdict::Skip(res) => Err(Outcome {
+            res,
+            flags: CQE_F_REFUSED,
+        }),
     }
 }

@@ -212,6 +212,8 @@ pub(crate) const CQE_F_REFUSED: u32 = c::SYSLET_CQE_F_REFUSED;
 pub(crate) const RING_NEED_SPARE: u32 = c::SYSLET_RING_NEED_SPARE;
 
 pub(crate) const EXEC_HANDED_OFF: u32 = c::SYSLET_EXEC_HANDED_OFF;
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const EXEC_RET_HANDED_OFF: u32 = c::SYSLET_EXEC_RET_HANDED_OFF as u32;
 
 pub(crate) const IOC_SETUP: u32 = _IOWR::<Params>(c::SYSLET_IOC_MAGIC, 1);
 pub(crate) const IOC_EXEC: u32 = _IOWR::<ExecArgs>(c::SYSLET_IOC_MAGIC, 2);

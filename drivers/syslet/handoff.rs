@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Handing the submitter's continuation to a spare thread when an atom blocks.
+//! The continuation of an exec and the scheduler hook that hands it to a spare.
 //!
-//! An exec with a nonzero continuation cookie borrows the most recently parked spare (LIFO) for
-//! its duration and registers a preempt notifier on the submitting task. Who owns the
+//! An exec with a nonzero continuation cookie lends a parked spare (`spares.rs`) for each atom and
+//! registers a preempt notifier on the submitting task for the span of that atom. Who owns the
 //! continuation (the right to resume the submitter's user program) is [`Continuation::state`]:
 //!
 //! ```text
@@ -15,16 +15,22 @@
 //! ```
 //!
 //! - RUNNING: the submitter owns it; preemption is not blocking and changes nothing.
-//! - BLOCKED: the submitter is asleep in an atom; the spare has been woken (hard irq work,
+//! - BLOCKED: the submitter is asleep in an atom; the lent spare has been woken (hard irq work,
 //!   since `sched_out` runs under the runqueue lock) and races the submitter for it.
-//! - HANDED: the spare returned to user space with the cookie and resumed the program there;
-//!   the submitter finishes its batch, posting completions flagged `SYSLET_CQE_F_ASYNC`, and
-//!   its exec reports `SYSLET_EXEC_HANDED_OFF`.
+//! - HANDED: the spare returned to user space with the cookie and resumes the program there;
+//!   the submitter finishes its batch, posting completions flagged `SYSLET_CQE_F_ASYNC`. HANDED is
+//!   final.
 //!
-//! Both transitions out of BLOCKED are compare-and-exchanges, so exactly one thread owns the
-//! continuation at any time: it is never resumed twice and never lost. With no spare parked an
-//! atom that blocks simply blocks ("synchronous fallback"); that is counted and the shared header
-//! asks for spares (`SYSLET_RING_NEED_SPARE`).
+//! # Invariants
+//!
+//! Both transitions out of BLOCKED are compare-and-exchanges ([`Continuation::claim`],
+//! [`Continuation::reclaim`]), so exactly one thread owns the continuation at any time: it is
+//! never resumed twice and never lost.
+//!
+//! Cancellation: [`Continuation::atom`] names the atom running now. A cancel marks it and
+//! interrupts the submitter under that lock, and the submitter clears it under the same lock when
+//! the atom ends, so a cancel either reaches the atom it named while it runs or fails with
+//! `ENOENT`; it never reaches a later atom.
 
 use kernel::{
     current,
@@ -32,6 +38,7 @@ use kernel::{
         IrqWork,
         IrqWorkHandler, //
     },
+    list::ListArc,
     new_spinlock,
     preempt_notifier::PreemptOps,
     prelude::*,
@@ -39,11 +46,10 @@ use kernel::{
         aref::ARef,
         atomic::{
             Atomic,
+            Full,
             Relaxed, //
         },
         Arc,
-        Parker,
-        SetOnce,
         SpinLock, //
     },
     task::Task,
@@ -53,48 +59,21 @@ use kernel::{
     },
 };
 
+use crate::spares::Spare;
+
 /// The submitter owns the continuation.
-pub(crate) const RUNNING: u32 = 0;
+const RUNNING: u32 = 0;
 /// The submitter blocked in an atom with a spare lent; the spare has been woken to claim.
-pub(crate) const BLOCKED: u32 = 1;
+const BLOCKED: u32 = 1;
 /// A spare claimed the continuation.
-pub(crate) const HANDED: u32 = 2;
+const HANDED: u32 = 2;
 
-/// A thread parked in `SYSLET_IOC_PARK`, ready to take over a blocked submitter's continuation.
-#[pin_data]
-pub(crate) struct Spare {
-    pub(crate) parker: Parker,
-    /// The continuation of the exec this spare is lent to, if any.
-    ///
-    /// Set and cleared under `Context::handoff`, which is taken first.
-    #[pin]
-    pub(crate) lent_to: SpinLock<Option<Arc<Continuation>>>,
-}
-
-impl Spare {
-    /// Creates a spare for the current task.
-    pub(crate) fn new() -> Result<Arc<Self>> {
-        Arc::pin_init(
-            try_pin_init!(Self {
-                parker: Parker::new(),
-                lent_to <- new_spinlock!(None, "Spare::lent_to"),
-            }),
-            GFP_KERNEL,
-        )
-    }
-}
-
-/// Wakes the lent spare, from hard interrupt context.
-pub(crate) struct SpareWaker {
-    pub(crate) spare: SetOnce<Arc<Spare>>,
-}
-
-impl IrqWorkHandler for SpareWaker {
-    fn run(&self) {
-        if let Some(spare) = self.spare.as_ref() {
-            spare.parker.unpark();
-        }
-    }
+/// The atom of an exec that is running now, for cancellation.
+struct RunningAtom {
+    /// `user_data` of the atom running now, if one is.
+    user_data: Option<u64>,
+    /// A cancel of the running atom was requested and `TIF_NOTIFY_SIGNAL` set for it.
+    cancelled: bool,
 }
 
 /// The continuation of one exec: the submitter's user context, named by a cookie.
@@ -103,76 +82,174 @@ pub(crate) struct Continuation {
     /// The cookie user space passed to exec; handed to the spare that claims.
     pub(crate) cookie: u64,
     /// `RUNNING`, `BLOCKED` or `HANDED`; see the module documentation.
-    pub(crate) state: Atomic<u32>,
+    state: Atomic<u32>,
     /// When the exec started; times are kept relative to it.
     base: Instant<Monotonic>,
     /// When the submitter last blocked with a spare lent, in ns after `base`.
     blocked_ns: Atomic<i64>,
     /// The current atom blocked while no spare was lent.
-    pub(crate) blocked_without_spare: Atomic<bool>,
+    blocked_without_spare: Atomic<bool>,
     /// The submitting task.
-    pub(crate) submitter: ARef<Task>,
-    /// `user_data` of the atom running now, for cancellation.
-    pub(crate) running_user_data: Atomic<u64>,
-    /// An atom is running (`running_user_data` is valid).
-    pub(crate) atom_running: Atomic<bool>,
-    /// Cancellation of the running atom was requested.
-    pub(crate) cancel_requested: Atomic<bool>,
-    /// Wakes the lent spare; queued from `sched_out`.
+    submitter: ARef<Task>,
+    /// The atom running now. A leaf lock.
     #[pin]
-    pub(crate) wake: IrqWork<SpareWaker>,
+    atom: SpinLock<RunningAtom>,
+    /// The spare lent to the exec now, so that closing the context can reach it. Set and cleared
+    /// by the submitter in process context; never read by the scheduler hook. A leaf lock.
+    #[pin]
+    lent: SpinLock<Option<Arc<Spare>>>,
 }
 
 impl Continuation {
     /// Creates the continuation of an exec by the current task.
     pub(crate) fn new(cookie: u64) -> Result<Arc<Self>> {
         Arc::pin_init(
-            pin_init!(Self {
+            try_pin_init!(Self {
                 cookie,
                 state: Atomic::new(RUNNING),
                 base: Instant::now(),
                 blocked_ns: Atomic::new(0),
                 blocked_without_spare: Atomic::new(false),
                 submitter: ARef::from(&**current!()),
-                running_user_data: Atomic::new(0),
-                atom_running: Atomic::new(false),
-                cancel_requested: Atomic::new(false),
-                wake <- IrqWork::new(SpareWaker { spare: SetOnce::new() }),
+                atom <- new_spinlock!(
+                    RunningAtom {
+                        user_data: None,
+                        cancelled: false,
+                    },
+                    "Continuation::atom"
+                ),
+                lent <- new_spinlock!(None, "Continuation::lent"),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
-    /// Returns the spare lent to this exec, if any.
-    pub(crate) fn spare(&self) -> Option<&Arc<Spare>> {
-        self.wake.data().spare.as_ref()
+    /// Returns whether a spare owns the continuation (final).
+    pub(crate) fn is_handed(&self) -> bool {
+        self.state.load(Relaxed) == HANDED
     }
 
-    /// Takes the continuation back after an atom returned; `false` if a spare has it.
+    /// Returns whether the submitter is blocked and a spare may claim.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.state.load(Relaxed) == BLOCKED
+    }
+
+    /// RUNNING -> BLOCKED, from the scheduler hook; `false` if the state was not RUNNING.
+    ///
+    /// Full ordering: the submitter's user-space writes before its exec are visible to the spare
+    /// that claims.
+    fn block(&self) -> bool {
+        if self.state.cmpxchg(RUNNING, BLOCKED, Full).is_err() {
+            return false;
+        }
+        self.blocked_ns
+            .store(self.base.elapsed().as_nanos(), Relaxed);
+        true
+    }
+
+    /// BLOCKED -> RUNNING by the submitter after an atom returned; `false` if a spare has the
+    /// continuation.
     pub(crate) fn reclaim(&self) -> bool {
-        match self.state.cmpxchg(BLOCKED, RUNNING, Relaxed) {
+        match self.state.cmpxchg(BLOCKED, RUNNING, Full) {
             Ok(_) => true,
             Err(state) => state != HANDED,
         }
     }
 
-    /// Claims the continuation for the spare; `false` if the submitter took it back first.
+    /// BLOCKED -> HANDED by a woken spare; `false` if the submitter took it back first.
     pub(crate) fn claim(&self) -> bool {
-        self.state.cmpxchg(BLOCKED, HANDED, Relaxed).is_ok()
+        self.state.cmpxchg(BLOCKED, HANDED, Full).is_ok()
+    }
+
+    /// Takes the "blocked without a spare" mark the hook left for the atom that just ended.
+    pub(crate) fn take_blocked_without_spare(&self) -> bool {
+        self.blocked_without_spare.xchg(false, Relaxed)
     }
 
     /// Returns the time from the block to now, in microseconds.
     pub(crate) fn handoff_latency_us(&self) -> i64 {
         (self.base.elapsed().as_nanos() - self.blocked_ns.load(Relaxed)) / 1000
     }
+
+    /// Records that the atom with `user_data` starts running on the submitter.
+    pub(crate) fn begin_atom(&self, user_data: u64) {
+        let mut atom = self.atom.lock();
+        atom.user_data = Some(user_data);
+        atom.cancelled = false;
+    }
+
+    /// Records that the running atom ended; returns whether it was cancelled.
+    ///
+    /// After this no cancel can interrupt the submitter on this atom's behalf. A cancel that
+    /// interrupted it left `TIF_NOTIFY_SIGNAL` set: the caller clears it (and runs any task work)
+    /// before the next atom.
+    pub(crate) fn end_atom(&self) -> bool {
+        let mut atom = self.atom.lock();
+        atom.user_data = None;
+        core::mem::replace(&mut atom.cancelled, false)
+    }
+
+    /// Returns whether the running atom was cancelled.
+    pub(crate) fn atom_cancelled(&self) -> bool {
+        self.atom.lock().cancelled
+    }
+
+    /// Interrupts the running atom if it is `user_data` and the continuation was handed off;
+    /// returns whether it did.
+    pub(crate) fn request_cancel(&self, user_data: u64) -> bool {
+        let mut atom = self.atom.lock();
+        if atom.user_data != Some(user_data) || !self.is_handed() {
+            return false;
+        }
+        atom.cancelled = true;
+        // Under `atom`, so the atom cannot end (and clear the request) in between.
+        self.submitter.notify_signal();
+        true
+    }
+
+    /// Records the spare lent to the exec now.
+    pub(crate) fn set_lent(&self, spare: Option<Arc<Spare>>) -> Option<Arc<Spare>> {
+        core::mem::replace(&mut *self.lent.lock(), spare)
+    }
+
+    /// Wakes the spare lent to the exec, if any, so that it sees the context closing.
+    pub(crate) fn wake_lent(&self) {
+        if let Some(spare) = self.lent.lock().as_ref() {
+            spare.unpark();
+        }
+    }
 }
 
-/// The preempt notifier of an exec: sees the submitter block.
-pub(crate) struct BlockHook {
-    pub(crate) cont: Arc<Continuation>,
+/// Wakes the spare lent for one atom, from hard interrupt context.
+pub(crate) struct SpareWaker {
+    spare: Option<Arc<Spare>>,
 }
 
-impl PreemptOps for BlockHook {
+impl SpareWaker {
+    /// Creates the waker of `spare` (none: the atom runs without a spare).
+    pub(crate) fn new(spare: Option<&ListArc<Spare>>) -> Self {
+        Self {
+            spare: spare.map(|s| s.clone_arc()),
+        }
+    }
+}
+
+impl IrqWorkHandler for SpareWaker {
+    fn run(&self) {
+        if let Some(spare) = &self.spare {
+            spare.unpark();
+        }
+    }
+}
+
+/// The preempt notifier of one atom of an exec with a continuation: sees the submitter block.
+pub(crate) struct BlockHook<'a> {
+    pub(crate) cont: &'a Continuation,
+    /// Wakes the spare lent for this atom; idle before the notifier is dropped.
+    pub(crate) wake: Pin<&'a IrqWork<SpareWaker>>,
+}
+
+impl PreemptOps for BlockHook<'_> {
     fn sched_in(&self, _cpu: i32) {}
 
     fn sched_out(&self, _next: &Task) {
@@ -180,16 +257,13 @@ impl PreemptOps for BlockHook {
         if current!().is_runnable() {
             return;
         }
-        let cont = &self.cont;
-        if cont.spare().is_none() {
-            cont.blocked_without_spare.store(true, Relaxed);
+        if self.wake.data().spare.is_none() {
+            self.cont.blocked_without_spare.store(true, Relaxed);
             return;
         }
-        if cont.state.cmpxchg(RUNNING, BLOCKED, Relaxed).is_ok() {
-            cont.blocked_ns
-                .store(cont.base.elapsed().as_nanos(), Relaxed);
+        if self.cont.block() {
             // The runqueue lock is held: the wakeup happens in the irq work.
-            cont.wake.queue();
+            self.wake.queue();
         }
     }
 }

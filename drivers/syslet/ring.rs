@@ -71,6 +71,8 @@ struct RingState {
     cq_reserved: u32,
     /// `SYSLET_RING_*` flags; published as the header's `flags`.
     flags: u32,
+    /// The owner closed a descriptor: waiters return with `ESHUTDOWN`.
+    shutdown: bool,
 }
 
 /// A snapshot of the ring indices, for fdinfo.
@@ -150,6 +152,8 @@ pub(crate) enum WaitError {
     Invalid,
     TimedOut,
     Interrupted,
+    /// The owner closed a descriptor of the context.
+    Shutdown,
 }
 
 /// Why [`Rings::claim`] consumed nothing.
@@ -184,6 +188,7 @@ impl Rings {
                         cq_tail: 0,
                         cq_reserved: 0,
                         flags: 0,
+                        shutdown: false,
                     },
                     "Rings::state"
                 ),
@@ -304,6 +309,9 @@ impl Rings {
         };
         let mut state = self.state.lock();
         loop {
+            if state.shutdown {
+                return Err(WaitError::Shutdown);
+            }
             let unread = self.unread(&state).ok_or(WaitError::Invalid)?;
             if unread >= min {
                 return Ok(unread);
@@ -328,6 +336,14 @@ impl Rings {
             Some(_) => bindings::POLLIN | bindings::POLLRDNORM,
             None => bindings::POLLERR,
         }
+    }
+
+    /// Makes every waiter, now and later, return with [`WaitError::Shutdown`].
+    pub(crate) fn shutdown(&self) {
+        let mut state = self.state.lock();
+        state.shutdown = true;
+        // With `state` held, so a waiter that has not seen the flag is already queued.
+        self.cq_wait.notify_all();
     }
 
     /// Sets or clears `flag` in the shared header's `flags`.

@@ -10,15 +10,28 @@
 //! When an atom blocks and the exec named a continuation, a spare thread parked in the module
 //! returns to user space in the submitter's place (`handoff.rs`).
 //!
-//! Files: `defs.rs` (user-space ABI), `ring.rs` (shared rings, waiting), `context.rs` (per-open
-//! state, setup, exec, park, wait, cancel, fdinfo), `handoff.rs` (continuations and spares),
-//! `atom.rs` (policy and running one atom), `stats.rs` (fdinfo counters).
+//! Files, one concern each: `defs.rs` (user-space ABI), `ring.rs` (shared rings, waiting),
+//! `context.rs` (per-open state: setup, mmap, park, wait, poll, flush, fdinfo), `exec.rs`
+//! (running a batch), `atom.rs` (policy and seccomp for one atom), `handoff.rs` (the
+//! continuation's state machine and the scheduler hook), `spares.rs` (parked threads), `cancel.rs`
+//! (execs in flight, cancellation), `stats.rs` (fdinfo counters).
 //!
-//! Lock order: `Context::handoff` before `Spare::lent_to`; `EXECUTING` and `Rings::state` are
-//! leaves. No lock is held while an atom runs, and none is taken in the scheduler hook.
+//! Entry checks, in this file, for every ioctl: not through the 32-bit entry (`ENOTTY`: atoms are
+//! x86-64 system calls), not from inside an atom (`EDEADLK`), by the owner (`EPERM`); and a
+//! reference to the file held until the ioctl returns, so that an atom closing the device
+//! cannot free the context under it.
+//!
+//! Lock order: `Spares::inner` before `Continuation::lent`; `Inflight::execs` before the
+//! continuation's locks; `Rings::state` is a leaf. No lock is held while an atom runs, and none is
+//! taken in the scheduler hook.
 
 use kernel::{
     fs::File,
+    sync::aref::ARef,
+    syscall::{
+        self,
+        AtomMark, //
+    },
     ioctl::_IOC_SIZE,
     miscdevice::{
         MiscDevice,
@@ -38,10 +51,13 @@ use kernel::{
 };
 
 mod atom;
+mod cancel;
 mod context;
 mod defs;
+mod exec;
 mod handoff;
 mod ring;
+mod spares;
 mod stats;
 
 use context::Context;
@@ -57,24 +73,17 @@ module! {
 /// The device's file operations; open files pin the module.
 static FOPS: OwnedFileOperations<Context> = OwnedFileOperations::new(&THIS_MODULE);
 
-kernel::sync::global_lock! {
-    // SAFETY: Initialized in the module initializer before the device is registered.
-    unsafe(uninit) static EXECUTING: SpinLock<KVec<usize>> = KVec::new();
-}
-
 #[pin_data]
 struct SysletModule {
     #[pin]
     _miscdev: MiscDeviceRegistration<Context>,
-    /// Preempt notifiers stay enabled while the module is loaded: enabling them patches kernel
-    /// text, far too costly to do per exec.
+    /// Preempt notifiers stay enabled while the module is loaded. `CONFIG_SYSLET_HOOKS` starts
+    /// them enabled at boot, so this only counts a user: no kernel text is patched at load.
     _notifiers: preempt_notifier::Enabled,
 }
 
 impl kernel::InPlaceModule for SysletModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        // SAFETY: Called exactly once, before the device exists.
-        unsafe { EXECUTING.init() };
         let options = MiscDeviceOptions { name: c"syslet" };
         try_pin_init!(Self {
             _notifiers: preempt_notifier::Enabled::new(),
@@ -99,20 +108,28 @@ impl Context {
         let mut args: defs::ExecArgs = reader.read()?;
         args.submitted = 0;
         args.status = 0;
-        let ret = self.exec(&mut args)?;
-        writer.write(&args)?;
+        let ret = exec::exec(self, &mut args)?;
+        // The return value carries both the count and the handoff: a fault here must not make
+        // the caller believe its continuation is still its own, so it is not an error.
+        let _ = writer.write(&args);
         Ok(ret)
     }
 
     fn ioctl_park(&self, arg: usize, size: usize) -> Result<isize> {
-        let (mut reader, mut writer) =
-            UserSlice::new(UserPtr::from_addr(arg), size).reader_writer();
-        let mut args: defs::ParkArgs = reader.read()?;
+        let slice = UserSlice::new(UserPtr::from_addr(arg), size);
+        let args: defs::ParkArgs = slice.reader().read()?;
         if args.resv.iter().any(|&r| r != 0) {
             return Err(EINVAL);
         }
-        args.continuation = self.park()?;
-        writer.write(&args)?;
+        self.park(|cookie| {
+            let out = defs::ParkArgs {
+                continuation: cookie,
+                ..args
+            };
+            UserSlice::new(UserPtr::from_addr(arg), size)
+                .writer()
+                .write(&out)
+        })?;
         Ok(0)
     }
 
@@ -143,7 +160,20 @@ impl MiscDevice for Context {
         me.mmap(vma)
     }
 
-    fn ioctl(me: Pin<&Context>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(me: Pin<&Context>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // Atoms are x86-64 system calls, judged by seccomp as such: a 32-bit caller (or a 64-bit
+        // one using the 32-bit entry) would have them judged by the wrong ABI's rules.
+        if syscall::in_compat_syscall() {
+            return Err(ENOTTY);
+        }
+        // No syslet ioctl runs inside an atom, whatever descriptor it came through.
+        if AtomMark::is_set() {
+            return Err(EDEADLK);
+        }
+        me.check_owner()?;
+        // Held until the ioctl returns: an atom may close the last descriptor, and the release
+        // (which frees `me`) must wait until nothing here uses it.
+        let _file = ARef::from(file);
         let size = _IOC_SIZE(cmd);
         match cmd {
             defs::IOC_SETUP => me.ioctl_setup(arg, size),
@@ -153,6 +183,11 @@ impl MiscDevice for Context {
             defs::IOC_CANCEL => me.ioctl_cancel(arg, size),
             _ => Err(ENOTTY),
         }
+    }
+
+    fn compat_ioctl(_me: Pin<&Context>, _file: &File, _cmd: u32, _arg: usize) -> Result<isize> {
+        // See `ioctl`: no 32-bit entry.
+        Err(ENOTTY)
     }
 
     fn flush(me: Pin<&Context>, _file: &File) -> Result {

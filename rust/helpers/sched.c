@@ -2,6 +2,7 @@
 
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/compat.h>
 
 __rust_helper bool rust_helper_task_is_runnable(struct task_struct *p)
 {
@@ -26,4 +27,19 @@ __rust_helper void rust_helper___set_current_state(unsigned int state)
 __rust_helper void rust_helper_clear_notify_signal(void)
 {
 	clear_notify_signal();
+}
+
+__rust_helper int rust_helper_task_sigpending(struct task_struct *p)
+{
+	return task_sigpending(p);
+}
+
+__rust_helper bool rust_helper_test_notify_signal(void)
+{
+	return test_thread_flag(TIF_NOTIFY_SIGNAL);
+}
+
+__rust_helper bool rust_helper_in_compat_syscall(void)
+{
+	return in_compat_syscall();
 }

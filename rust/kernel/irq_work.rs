@@ -101,7 +101,8 @@ impl<T: IrqWorkHandler> IrqWork<T> {
 
     /// Waits until the work is neither pending nor running.
     ///
-    /// Must not be called from atomic context.
+    /// Must be called where sleeping is allowed: with interrupts enabled (it may wait for the
+    /// interrupt that runs the work on this CPU) and not from the work itself.
     pub fn sync(&self) {
         // SAFETY: `work` is initialized by the type invariant.
         unsafe { bindings::irq_work_sync(self.work.get()) }
@@ -121,7 +122,15 @@ impl<T: IrqWorkHandler> IrqWork<T> {
 
 #[pinned_drop]
 impl<T: IrqWorkHandler> PinnedDrop for IrqWork<T> {
+    /// Waits for the work to be idle, so must run where sleeping is allowed: an `IrqWork` (and
+    /// whatever embeds it) may only be dropped with interrupts enabled and no spinlock held.
     fn drop(self: Pin<&mut Self>) {
+        crate::task::might_sleep();
+        // The handler may still run on another CPU with a `&T` to `data` while this borrow
+        // exists. That does not assert exclusive access: `IrqWork` is `!Unpin` (`Opaque`), and a
+        // mutable reference to a `!Unpin` value does not claim uniqueness of what it points to
+        // (the same rule lets a pinned future be referenced by its waker). Nothing is written
+        // through this borrow until `sync` returns.
         // INVARIANT: The work is idle from here on: nothing can queue it anymore.
         self.sync();
     }

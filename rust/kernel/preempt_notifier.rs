@@ -91,7 +91,7 @@ pub trait PreemptOps: Sync {
 ///
 /// let enabled = kernel::preempt_notifier::Enabled::new();
 /// pin_init::stack_pin_init!(let blocks = PreemptNotifier::new(Blocks(Atomic::new(0))));
-/// blocks.with_registered(|| {
+/// blocks.as_mut().with_registered(|| {
 ///     kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1))
 /// });
 /// assert!(blocks.data().0.load(Relaxed) >= 1);
@@ -99,8 +99,9 @@ pub trait PreemptOps: Sync {
 ///
 /// # Invariants
 ///
-/// `notifier` is initialized with the operations of `T`; it is registered on a task only within
-/// [`PreemptNotifier::with_registered`], which unregisters it before returning.
+/// `notifier` is initialized with the operations of `T`; it is registered on at most one task,
+/// only within [`PreemptNotifier::with_registered`], which holds the only mutable borrow of it and
+/// unregisters it before returning.
 #[pin_data]
 pub struct PreemptNotifier<T: PreemptOps> {
     #[pin]
@@ -144,7 +145,11 @@ impl<T: PreemptOps> PreemptNotifier<T> {
     ///
     /// Every context switch of the current task while `f` runs calls the notifier, provided
     /// notifiers are enabled (an [`Enabled`] is alive). Must be called from process context.
-    pub fn with_registered<R>(&self, f: impl FnOnce() -> R) -> R {
+    ///
+    /// Takes the notifier by `Pin<&mut Self>`: a notifier is linked into one task's list at a
+    /// time, and linking it twice (from `f`, or from another thread) would corrupt that list
+    /// under the runqueue lock. The exclusive borrow makes both impossible.
+    pub fn with_registered<R>(self: Pin<&mut Self>, f: impl FnOnce() -> R) -> R {
         // The list is walked by this task's own context switches: link it with preemption off.
         // SAFETY: Balanced right below.
         unsafe { bindings::preempt_disable() };

@@ -4,29 +4,37 @@
 //!
 //! An interface such as syslet runs system calls that user space submitted through shared
 //! memory, in the submitter's own context, without going through the system call entry path.
-//! This module checks such a call against the task's seccomp filters and runs it.
+//! This module checks such a call against the task's seccomp filters and runs it, and marks the
+//! task while it does, so that such calls do not nest.
+//!
+//! A call goes through three types, so that no path runs it without seccomp:
+//! [`Syscall`] (refuses calls that need the entry frame) -> [`Syscall::check_seccomp`] ->
+//! [`Verdict::Run`] with a [`CheckedSyscall`], the only type that can run it, tied to the task
+//! whose filters allowed it.
 //!
 //! C headers: [`arch/x86/include/asm/syscall.h`](srctree/arch/x86/include/asm/syscall.h),
 //! [`include/linux/seccomp.h`](srctree/include/linux/seccomp.h).
 
 use crate::{
     bindings,
-    error::{
-        code::{
-            EINTR,
-            EPERM, //
-        },
-        Error, //
-    },
+    error::code::EDEADLK,
     prelude::*,
+    types::NotThreadSafe, //
 };
 
 /// Returns `true` if system call `nr` acts on the calling thread's user entry frame.
 ///
 /// These calls read or rewrite the registers that user space entered the kernel with
 /// (`current_pt_regs()`), create or end threads from them, or never return. Run from inside
-/// another system call, they would act on that call's frame instead, so they cannot run through
-/// [`Syscall::run`].
+/// another system call, they would act on that call's frame instead, so [`Syscall::new`] refuses
+/// them.
+///
+/// Checked against the x86-64 table for every use of `current_pt_regs()`, `task_pt_regs(current)`
+/// and `signal_pt_regs()` reachable from a system call: clone, clone3, fork, vfork (copy the
+/// frame into the child), execve, execveat (rewrite it), exit, exit_group (never return),
+/// rt_sigreturn, restart_syscall (restore it), sigaltstack (reads the user stack pointer),
+/// arch_prctl, iopl, ioperm, modify_ldt (segment and I/O state of the frame), uretprobe and
+/// uprobe (trampolines that rewrite it).
 pub fn needs_entry_frame(nr: u32) -> bool {
     matches!(
         nr,
@@ -46,10 +54,12 @@ pub fn needs_entry_frame(nr: u32) -> bool {
             | bindings::__NR_ioperm
             | bindings::__NR_modify_ldt
             | bindings::__NR_uretprobe
+            | bindings::__NR_uprobe
     )
 }
 
-/// A system call, by number and arguments, that may run on behalf of the current task.
+/// A system call, by number and arguments, that may run on behalf of the current task once
+/// seccomp allows it.
 ///
 /// # Invariants
 ///
@@ -58,6 +68,15 @@ pub fn needs_entry_frame(nr: u32) -> bool {
 pub struct Syscall {
     nr: u32,
     args: [u64; 6],
+}
+
+/// What the current task's seccomp filters decided for a [`Syscall`].
+pub enum Verdict {
+    /// The call may run, on this task.
+    Run(CheckedSyscall),
+    /// The call must not run; it completes with this result (`0` for `SECCOMP_RET_ERRNO` with
+    /// errno 0, "pretend success").
+    Skip(i64),
 }
 
 impl Syscall {
@@ -84,54 +103,179 @@ impl Syscall {
         &self.args
     }
 
-    /// Applies the current task's seccomp filters to this call.
+    /// Applies the current task's seccomp filters to this call, as an x86-64 call.
     ///
-    /// Returns `Ok(())` if the call may run, or the error a direct call would have failed with.
-    /// A filter that traps or kills has queued `SIGSYS` to the task when this returns; see
-    /// `seccomp_filter_syslet()` for each filter action.
-    pub fn check_seccomp(&self) -> Result {
+    /// A filter that traps or kills has queued `SIGSYS` to the task when this returns (a kill
+    /// also leaves the task in seccomp's dead mode); see `seccomp_filter_syslet()` for each
+    /// filter action.
+    pub fn check_seccomp(self) -> Verdict {
         // `seccomp_data.nr` is an `int`, as it is for a direct call.
         let nr = self.nr as i32;
         let args = self.args.map(|a| a as usize);
-        // SAFETY: `args` points to six `unsigned long`s, valid for the duration of the call.
-        let ret = unsafe { bindings::seccomp_filter_syslet(nr, args.as_ptr()) };
-        if ret == 0 {
-            Ok(())
+        let mut skipped_ret: isize = 0;
+        // SAFETY: `args` points to six `unsigned long`s and `skipped_ret` to a `long`, both valid
+        // for the duration of the call.
+        let run = unsafe { bindings::seccomp_filter_syslet(nr, args.as_ptr(), &mut skipped_ret) };
+        if run {
+            Verdict::Run(CheckedSyscall {
+                call: self,
+                restart_block: false,
+                _not_send: NotThreadSafe,
+            })
         } else {
-            Err(Error::from_errno(ret as i32))
+            Verdict::Skip(skipped_ret as i64)
         }
     }
+}
 
-    /// Runs the call in the current task's context and returns its result.
+/// How a run of a [`CheckedSyscall`] ended.
+pub enum Return {
+    /// The call returned this result.
+    Done(i64),
+    /// The call was interrupted before it could complete (`-ERESTART*`): a signal or a
+    /// notification (`TIF_NOTIFY_SIGNAL`) is pending. A direct call would deliver it, or run the
+    /// task work, and then restart; [`CheckedSyscall::run`] again restarts it the same way.
+    Interrupted,
+}
+
+/// A system call the current task's seccomp filters allowed.
+///
+/// Not [`Send`]: it may only run on the task whose filters allowed it.
+///
+/// # Invariants
+///
+/// `call` was allowed by the seccomp filters of the task that created this object. If
+/// `restart_block` is set, the last run of `call` on that task returned `-ERESTART_RESTARTBLOCK`
+/// and set up the task's restart block.
+pub struct CheckedSyscall {
+    call: Syscall,
+    restart_block: bool,
+    _not_send: NotThreadSafe,
+}
+
+impl CheckedSyscall {
+    /// Returns the system call number.
+    pub fn nr(&self) -> u32 {
+        self.call.nr
+    }
+
+    /// Runs the call in the current task's context.
     ///
-    /// The result is what user space would see from a direct call, except that a request to
-    /// restart the call (`-ERESTARTSYS` and friends, which only the entry path may act on) is
-    /// reported as `-EINTR`. Seccomp is not applied here: see [`Syscall::check_seccomp`].
+    /// After [`Return::Interrupted`], running it again restarts it as the exit to user mode would
+    /// (`restart_syscall()` where the call asked for it), once the caller has handled what
+    /// interrupted it.
     ///
     /// Must be called from process context, on behalf of a user task, without locks held: the
     /// call may sleep, fault in user memory and take any lock.
-    pub fn run(&self) -> i64 {
+    pub fn run(&mut self) -> Return {
+        let nr = if self.restart_block {
+            bindings::__NR_restart_syscall
+        } else {
+            self.call.nr
+        };
+        let args = &self.call.args;
         // SAFETY: `pt_regs` is plain data; all zeroes is a valid value.
         let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
-        regs.di = self.args[0] as _;
-        regs.si = self.args[1] as _;
-        regs.dx = self.args[2] as _;
-        regs.r10 = self.args[3] as _;
-        regs.r8 = self.args[4] as _;
-        regs.r9 = self.args[5] as _;
-        regs.orig_ax = self.nr as _;
-        // SAFETY: `regs` is valid for the duration of the call. By the type invariant, `nr` does
-        // not use the entry frame, so the only registers it reads are the arguments in `regs`.
-        let ret = unsafe { bindings::syslet_sys_call(&regs, self.nr as _) } as i64;
-        const RESTART: [u32; 4] = [
+        regs.di = args[0] as _;
+        regs.si = args[1] as _;
+        regs.dx = args[2] as _;
+        regs.r10 = args[3] as _;
+        regs.r8 = args[4] as _;
+        regs.r9 = args[5] as _;
+        regs.orig_ax = nr as _;
+        // SAFETY: `regs` is valid for the duration of the call. By the type invariant of
+        // `Syscall`, `call.nr` does not use the entry frame, so the only registers it reads are
+        // the arguments in `regs`; `restart_syscall` only reads the task's restart block, which
+        // the interrupted run of the same call set up (type invariant). `_not_send` keeps this on
+        // the task that seccomp checked.
+        let ret = unsafe { bindings::syslet_sys_call(&regs, nr as _) } as i64;
+        // INVARIANT: `restart_block` records whether this run set up the restart block.
+        self.restart_block = ret == -i64::from(bindings::ERESTART_RESTARTBLOCK);
+        let restart = [
             bindings::ERESTARTSYS,
             bindings::ERESTARTNOINTR,
             bindings::ERESTARTNOHAND,
             bindings::ERESTART_RESTARTBLOCK,
         ];
-        if RESTART.iter().any(|&e| ret == -i64::from(e)) {
-            return EINTR.to_errno().into();
+        if restart.iter().any(|&e| ret == -i64::from(e)) {
+            Return::Interrupted
+        } else {
+            Return::Done(ret)
         }
-        ret
+    }
+}
+
+/// Does for the current task what the exit to user mode does with a pending
+/// `TIF_NOTIFY_SIGNAL`: clears it and runs the task's queued work.
+///
+/// Returns `false` if no notification was pending. Must be called from process context without
+/// locks held: task work may sleep.
+pub fn run_notified_task_work() -> bool {
+    // SAFETY: Only reads the current task's flags.
+    if !unsafe { bindings::test_notify_signal() } {
+        return false;
+    }
+    // SAFETY: Clearing the current task's flag and running its task work is what the exit to user
+    // mode does; process context without locks held is the caller's promise.
+    unsafe {
+        bindings::clear_notify_signal();
+        bindings::task_work_run();
+    }
+    true
+}
+
+/// Returns whether a real signal (not only a notification) is pending for the current task.
+pub fn signal_pending_current() -> bool {
+    // SAFETY: `get_current()` is the current task, valid while it runs.
+    unsafe { bindings::task_sigpending(bindings::get_current()) != 0 }
+}
+
+/// Returns whether the current task entered the kernel through a 32-bit (compat) system call.
+pub fn in_compat_syscall() -> bool {
+    // SAFETY: Only reads the current task's state.
+    unsafe { bindings::in_compat_syscall() }
+}
+
+/// Marks the current task as running system calls on behalf of a submitter for as long as it
+/// lives.
+///
+/// An interface that runs submitted calls uses it to refuse being driven from inside one of
+/// them: a nested run would sit on top of the outer one's stack, and its state (continuations,
+/// spares) would be reachable from a call it is running. Not [`Send`]: it unmarks the task that
+/// created it.
+///
+/// # Invariants
+///
+/// The current task's `in_syslet` bit is set from creation to drop, by this object alone.
+pub struct AtomMark {
+    _not_send: NotThreadSafe,
+}
+
+impl AtomMark {
+    /// Marks the current task, or fails with `EDEADLK` if it is already marked.
+    pub fn new() -> Result<Self> {
+        if Self::is_set() {
+            return Err(EDEADLK);
+        }
+        // SAFETY: `in_syslet` is written only by the task itself, like the bits it shares a word
+        // with; `get_current()` is valid while it runs.
+        unsafe { bindings::task_struct::set_in_syslet_raw(bindings::get_current(), 1) };
+        // INVARIANT: Set just above; only `drop` clears it.
+        Ok(Self {
+            _not_send: NotThreadSafe,
+        })
+    }
+
+    /// Returns whether the current task is marked.
+    pub fn is_set() -> bool {
+        // SAFETY: As in `new`; reading the task's own bit.
+        unsafe { bindings::task_struct::in_syslet_raw(bindings::get_current()) != 0 }
+    }
+}
+
+impl Drop for AtomMark {
+    fn drop(&mut self) {
+        // SAFETY: As in `new`. `_not_send` makes this the task that set the bit.
+        unsafe { bindings::task_struct::set_in_syslet_raw(bindings::get_current(), 0) };
     }
 }

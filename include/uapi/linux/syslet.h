@@ -139,20 +139,39 @@ struct syslet_params {
 
 /*
  * SYSLET_IOC_EXEC argument. The ioctl returns the number of submissions
- * consumed (each gets one completion; also copied to @submitted), or -1 with
+ * consumed (each gets one completion; also copied to @submitted), ORed with
+ * SYSLET_EXEC_RET_HANDED_OFF if the continuation was handed off, or -1 with
  * errno:
  *   EINVAL  bad flags/reserved fields or corrupt ring indices
  *   EBUSY   submissions pending but the completion ring is full
  *   ENXIO   the rings are not set up
  *   EPERM   the file belongs to another process
- *   EDEADLK called from an atom (execs do not nest)
+ *   EDEADLK called from an atom (no syslet ioctl runs inside an atom)
+ *   ENOTTY  called through the 32-bit (compat) ioctl entry
  *
  * @continuation: 0, or an opaque nonzero cookie naming the caller's user
  * context. With a cookie, if an atom blocks while a spare thread is parked
  * (SYSLET_IOC_PARK), the spare returns to user space with the cookie and
  * resumes the caller's program; the caller finishes the batch and returns
- * with @status SYSLET_EXEC_HANDED_OFF: its continuation now belongs to the
- * spare. With 0, atoms that block just block the caller.
+ * with SYSLET_EXEC_RET_HANDED_OFF set in the return value (and @status
+ * SYSLET_EXEC_HANDED_OFF): its continuation now belongs to the spare. The
+ * return value is authoritative: it cannot be lost to a fault copying
+ * @status back, which would make the caller resume a program that already
+ * runs elsewhere. With 0, atoms that block just block the caller.
+ *
+ * An exec with a continuation refuses (-EINVAL, SYSLET_CQE_F_REFUSED) the
+ * calls that act on the state of the calling thread itself: credentials
+ * (setuid and friends, setgroups, capset), namespaces (unshare, setns), the
+ * signal mask (rt_sigprocmask, rt_sigsuspend, rt_sigtimedwait), prctl,
+ * seccomp, personality, set_tid_address, set_robust_list, rseq,
+ * sched_setaffinity, sched_setparam, sched_setscheduler, sched_setattr,
+ * setpriority, ioprio_set and the x86 thread-area calls. After a handoff
+ * the program runs on the spare's thread while later atoms still run on
+ * the submitter's: such a call would act on the wrong thread.
+ *
+ * An atom interrupted by task work of its own thread (io_uring's, for
+ * example) runs that work and restarts, as a direct call would; only a
+ * real signal ends the batch as described below.
  *
  * A signal pending after an atom ends the batch early: the atoms left
  * complete with -EINTR (SYSLET_CQE_F_REFUSED) without running, so a handler
@@ -171,16 +190,24 @@ struct syslet_exec {
 #define SYSLET_EXEC_DONE	0	/* the caller keeps its continuation */
 #define SYSLET_EXEC_HANDED_OFF	1	/* a spare resumed the continuation */
 
+/* In SYSLET_IOC_EXEC's return value: a spare resumed the continuation. */
+#define SYSLET_EXEC_RET_HANDED_OFF	(1 << 30)
+
 /*
  * SYSLET_IOC_PARK argument. Parks the calling thread (of the owning
  * process) as a spare of this context; the most recently parked spare is
  * used first. Returns 0 when the thread must take over a submitter whose
  * atom blocked: @continuation is the cookie that submitter passed to
- * SYSLET_IOC_EXEC, and the thread resumes that program. Fails with
+ * SYSLET_IOC_EXEC, and the thread resumes that program. The cookie is
+ * written to @continuation before the spare takes the continuation over,
+ * so a fault there leaves it with the submitter. Fails with
  *   EINTR      a signal arrived: handle it, then park again
  *   ESHUTDOWN  the context is closing: the owner closed a descriptor of it,
  *              or is exiting
+ *   EFAULT     @continuation is not writable (the continuation stays with
+ *              its submitter)
  *   EPERM      the file belongs to another process
+ *   EDEADLK    called from an atom
  */
 struct syslet_park {
 	__u64	continuation;	/* out */
@@ -190,7 +217,8 @@ struct syslet_park {
 /*
  * SYSLET_IOC_WAIT argument. Waits until at least @min_complete completions
  * are unread, and returns how many are (or -1 with errno ETIMEDOUT after
- * @timeout_ns, EINTR on a signal, EINVAL for min_complete > cq_entries).
+ * @timeout_ns, EINTR on a signal, EINVAL for min_complete > cq_entries,
+ * ESHUTDOWN when the owner closes a descriptor of the context meanwhile).
  * poll()/epoll report POLLIN while completions are unread.
  */
 struct syslet_wait {
@@ -206,7 +234,12 @@ struct syslet_wait {
  * (as by a signal, but none is delivered); if the call then fails with
  * -EINTR its completion says -ECANCELED, otherwise it reports what the call
  * returned. Uninterruptible sleeps (most disk waits) are not cut short.
- * Fails with ENOENT if no such atom is in flight.
+ * Fails with ENOENT if no such atom is in flight (also when it has just
+ * completed: a cancel never reaches the atom after it).
+ *
+ * Every ioctl fails with EDEADLK when issued from inside an atom, and with
+ * ENOTTY through the 32-bit (compat) ioctl entry: atoms are x86-64 system
+ * calls, judged by seccomp as AUDIT_ARCH_X86_64 whatever the entry.
  */
 
 #define SYSLET_IOC_MAGIC	0xB9

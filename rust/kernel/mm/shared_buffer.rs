@@ -63,8 +63,8 @@ impl UserSharedBuffer {
             return Err(EINVAL);
         }
         let size = size.checked_next_multiple_of(PAGE_SIZE).ok_or(ENOMEM)?;
-        // SAFETY: `vmalloc_user_noprof` may be called with any size.
-        let ptr = unsafe { bindings::vmalloc_user_noprof(size as _) };
+        // SAFETY: `vmalloc_user_account_noprof` may be called with any size.
+        let ptr = unsafe { bindings::vmalloc_user_account_noprof(size as _) };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` was just allocated with `size` bytes, a nonzero multiple of
         // `PAGE_SIZE`.

@@ -46,6 +46,8 @@ FIXTURE_SETUP(ring)
 {
 	int fd = open_syslet(_metadata);
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	close(fd);
 	ASSERT_EQ(0, syslet_queue_init(&self->ring, 8, 0));
@@ -112,6 +114,8 @@ TEST(bad_sizes_and_flags)
 	};
 	int fd = open_syslet(_metadata);
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct syslet_params p = {
@@ -146,6 +150,8 @@ TEST(use_before_setup)
 	struct syslet_wait wait = { .min_complete = 1 };
 	int fd = open_syslet(_metadata);
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	EXPECT_EQ(-1, ioctl(fd, SYSLET_IOC_EXEC, &exec));
 	EXPECT_EQ(ENXIO, errno);
@@ -413,6 +419,7 @@ TEST_F(ring, reentry_is_refused)
 					SYSLET_IOC_EXEC, (uintptr_t)&exec, 0);
 
 	EXPECT_EQ(-EDEADLK, cqe.res);
+	EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe.flags);
 }
 
 TEST_F(ring, bad_numbers_and_flags)
@@ -534,6 +541,8 @@ TEST(closed_fd_keeps_mapping)
 	struct syslet_ring ring;
 	int fd = open_syslet(_metadata);
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	close(fd);
 	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
@@ -552,6 +561,8 @@ TEST(foreign_process_is_refused)
 	int fd = open_syslet(_metadata), status;
 	pid_t pid;
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	close(fd);
 	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
@@ -616,6 +627,8 @@ TEST(two_threads_exec_concurrently)
 	pthread_t threads[2];
 	int fd = open_syslet(_metadata), seen[256] = { 0 };
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	close(fd);
 	ASSERT_EQ(0, syslet_queue_init(&ring, 256, 256));
@@ -653,6 +666,8 @@ TEST(process_exit_with_ring_mapped)
 	int fd = open_syslet(_metadata), status;
 	pid_t pid;
 
+	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
+		return;
 	ASSERT_GE(fd, 0);
 	close(fd);
 	pid = fork();
@@ -676,23 +691,10 @@ TEST(process_exit_with_ring_mapped)
 	EXPECT_EQ(0, WEXITSTATUS(status));
 }
 
-/* Installs a filter: @nr gets @action, everything else is allowed. */
-static int install_filter(unsigned int nr, unsigned int action)
-{
-	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, action),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { .len = 4, .filter = filter };
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-		return -1;
-	return syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-}
-
-/* Runs @nr as an atom in a child under a filter giving it @action. */
+/*
+ * Runs @nr as an atom in a child under a filter giving it @action (the filter
+ * checks seccomp_data.arch first: see install_filter()).
+ */
 static int seccomp_child(unsigned int nr, unsigned int action, int64_t *res)
 {
 	int status, p[2];

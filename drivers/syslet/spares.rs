@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Spares: threads of the owning process parked in `SYSLET_IOC_PARK`, ready to take over a
+//! blocked submitter's continuation.
+//!
+//! # Invariants
+//!
+//! Every parked thread is in exactly one place: its [`Spare`] has one [`ListArc`], which is
+//! either in [`Spares`]' list (state `PARKED`) or held by the one exec it is lent to (state
+//! `LENT`). A spare that leaves while lent (a signal, the context closing, a fault) is marked
+//! `LEFT` and its exec drops it; one that claims a continuation is marked `CLAIMED`. Every state
+//! change happens under [`Spares::inner`].
+//!
+//! Lock order: [`Spares::inner`], then `Continuation::lent`. The scheduler hook takes neither: it
+//! only wakes the spare lent for the atom through that spare's [`Parker`].
+
+use kernel::{
+    list::{
+        List,
+        ListArc,
+        ListLinks, //
+    },
+    new_spinlock,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        Parker,
+        SpinLock,
+        UniqueArc, //
+    },
+};
+
+use crate::{
+    handoff::Continuation,
+    stats::Stats,
+};
+
+/// Parked, in the list.
+const PARKED: u32 = 0;
+/// Lent to an exec, which holds its `ListArc`.
+const LENT: u32 = 1;
+/// Left while lent; its exec drops it.
+const LEFT: u32 = 2;
+/// Claimed a continuation and returned to user space with it.
+const CLAIMED: u32 = 3;
+
+/// A thread parked in `SYSLET_IOC_PARK`.
+#[pin_data]
+pub(crate) struct Spare {
+    #[pin]
+    links: ListLinks,
+    parker: Parker,
+    /// `PARKED`, `LENT`, `LEFT` or `CLAIMED`; changed under [`Spares::inner`] only.
+    state: Atomic<u32>,
+    /// The continuation of the exec this spare is lent to, while `LENT`.
+    #[pin]
+    lent_to: SpinLock<Option<Arc<Continuation>>>,
+}
+
+kernel::list::impl_list_arc_safe! {
+    impl ListArcSafe<0> for Spare { untracked; }
+}
+kernel::list::impl_list_item! {
+    impl ListItem<0> for Spare { using ListLinks { self.links }; }
+}
+
+impl Spare {
+    /// Wakes the spare's thread, or makes its next park return at once. Any context.
+    pub(crate) fn unpark(&self) {
+        self.parker.unpark();
+    }
+
+    /// Returns whether the spare is still lent (it has not left or claimed).
+    pub(crate) fn is_lent(&self) -> bool {
+        self.state.load(Relaxed) == LENT
+    }
+}
+
+/// The parked spares of a context.
+struct SparesInner {
+    /// Parked spares not lent to any exec, most recently parked first.
+    parked: List<Spare>,
+    /// The owner closed a descriptor or is exiting: spares leave, none may park.
+    closing: bool,
+}
+
+/// Why a spare stopped parking without a continuation.
+pub(crate) enum Leave {
+    /// A signal is pending.
+    Signal,
+    /// The context is closing.
+    Shutdown,
+    /// Writing the cookie to user space faulted; the continuation stayed with its submitter.
+    Fault,
+    /// No memory to park.
+    NoMemory,
+}
+
+/// The spares of one context.
+#[pin_data]
+pub(crate) struct Spares {
+    #[pin]
+    inner: SpinLock<SparesInner>,
+    /// Spares in the list; read without the lock to skip it when there are none.
+    parked_count: Atomic<u32>,
+}
+
+impl Spares {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            inner <- new_spinlock!(
+                SparesInner {
+                    parked: List::new(),
+                    closing: false,
+                },
+                "Spares::inner"
+            ),
+            parked_count: Atomic::new(0),
+        })
+    }
+
+    /// Lends the most recently parked spare (LIFO: the cache-warm one) to `cont`.
+    ///
+    /// Returns `None` if none is parked or the context is closing.
+    pub(crate) fn lend(&self, cont: &Arc<Continuation>) -> Option<ListArc<Spare>> {
+        if self.parked_count.load(Relaxed) == 0 {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        if inner.closing {
+            return None;
+        }
+        let spare = inner.parked.pop_front()?;
+        self.parked_count.fetch_sub(1, Relaxed);
+        spare.state.store(LENT, Relaxed);
+        *spare.lent_to.lock() = Some(cont.clone());
+        drop(inner);
+        cont.set_lent(Some(spare.clone_arc()));
+        Some(spare)
+    }
+
+    /// Gives back a spare lent to `cont`: one still lent goes back on top of the list (or is
+    /// sent away if the context is closing); one that left or claimed is dropped.
+    pub(crate) fn give_back(&self, cont: &Continuation, spare: ListArc<Spare>) {
+        let old = cont.set_lent(None);
+        let mut inner = self.inner.lock();
+        let lent_to = spare.lent_to.lock().take();
+        let mut wake = None;
+        if spare.state.load(Relaxed) == LENT {
+            if inner.closing {
+                spare.state.store(LEFT, Relaxed);
+                wake = Some(spare);
+            } else {
+                spare.state.store(PARKED, Relaxed);
+                inner.parked.push_front(spare);
+                self.parked_count.fetch_add(1, Relaxed);
+            }
+        }
+        drop(inner);
+        // Outside the lock: the wakeup takes the runqueue lock, and the drops may free.
+        if let Some(spare) = wake {
+            spare.unpark();
+        }
+        drop((old, lent_to));
+    }
+
+    /// Marks the context closing: parked spares leave with `ESHUTDOWN`, none may park again.
+    pub(crate) fn close(&self) {
+        let mut inner = self.inner.lock();
+        inner.closing = true;
+        for spare in inner.parked.iter() {
+            spare.unpark();
+        }
+    }
+
+    /// Parks the current task as a spare until it takes over a continuation.
+    ///
+    /// `write_cookie` stores the cookie in user space; it runs before the continuation is
+    /// claimed, so that a fault leaves the continuation with its submitter. Returns the cookie
+    /// of the continuation the caller now owns.
+    ///
+    /// Must be called from process context without locks held.
+    pub(crate) fn park(
+        &self,
+        stats: &Stats,
+        mut write_cookie: impl FnMut(u64) -> Result,
+    ) -> Result<u64, Leave> {
+        let unique = UniqueArc::pin_init(
+            try_pin_init!(Spare {
+                links <- ListLinks::new(),
+                parker: Parker::new(),
+                state: Atomic::new(PARKED),
+                lent_to <- new_spinlock!(None, "Spare::lent_to"),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+        .map_err(|_: Error| Leave::NoMemory)?;
+        let list_arc = ListArc::from(unique);
+        let spare = list_arc.clone_arc();
+        {
+            let mut inner = self.inner.lock();
+            if inner.closing {
+                return Err(Leave::Shutdown);
+            }
+            inner.parked.push_front(list_arc);
+            self.parked_count.fetch_add(1, Relaxed);
+        }
+        Stats::inc(&stats.spares_parked);
+
+        let ret = loop {
+            let woken = spare.parker.park_interruptible();
+            let lent_to = spare.lent_to.lock().clone();
+            if let Some(cont) = lent_to.filter(|c| c.is_blocked()) {
+                // Prove the cookie can be delivered before taking the continuation.
+                if write_cookie(cont.cookie).is_err() {
+                    self.leave(&spare);
+                    break Err(Leave::Fault);
+                }
+                if cont.claim() {
+                    self.leave_claimed(&spare);
+                    stats.record_latency(cont.handoff_latency_us());
+                    Stats::inc(&stats.handoffs);
+                    break Ok(cont.cookie);
+                }
+            }
+            let closing = self.inner.lock().closing;
+            if closing || woken.is_err() {
+                self.leave(&spare);
+                break Err(if closing { Leave::Shutdown } else { Leave::Signal });
+            }
+            // Woken for a continuation the submitter took back first: park again.
+        };
+        stats.spares_parked.fetch_sub(1, Relaxed);
+        ret
+    }
+
+    /// Takes `spare` out of service: out of the list if parked, marked `LEFT` if lent.
+    fn leave(&self, spare: &Spare) {
+        let mut inner = self.inner.lock();
+        let mut removed = None;
+        match spare.state.load(Relaxed) {
+            PARKED => {
+                let mut cursor = inner.parked.cursor_front();
+                while let Some(next) = cursor.peek_next() {
+                    if core::ptr::eq(&*next.arc(), spare) {
+                        removed = Some(next.remove());
+                        self.parked_count.fetch_sub(1, Relaxed);
+                        break;
+                    }
+                    cursor.move_next();
+                }
+            }
+            LENT => spare.state.store(LEFT, Relaxed),
+            _ => {}
+        }
+        let lent_to = spare.lent_to.lock().take();
+        drop(inner);
+        drop((removed, lent_to));
+    }
+
+    /// Takes `spare` out of service after it claimed its continuation.
+    fn leave_claimed(&self, spare: &Spare) {
+        let inner = self.inner.lock();
+        spare.state.store(CLAIMED, Relaxed);
+        let lent_to = spare.lent_to.lock().take();
+        drop(inner);
+        drop(lent_to);
+    }
+}
