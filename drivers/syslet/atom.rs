@@ -2,11 +2,12 @@
 
 //! One atom: policy, seccomp, and its outcome.
 //!
-//! An atom runs only after every check below passed, in this order: valid flags; not a call that
-//! acts on the caller's entry frame (`kernel::syscall::needs_entry_frame`); not a call that acts on
-//! the calling thread's own state when the exec names a continuation; not an ioctl on a syslet
-//! device; and the caller's seccomp filters allow it. Each refusal completes the atom with
-//! `SYSLET_CQE_F_REFUSED` and a clear error.
+//! An atom runs only after every check below passed, in this order: valid flags; the caller's
+//! seccomp filters allow it (they see every atom with valid flags, as they would a direct call,
+//! so a filter that logs or kills acts on refused calls too); not a call that acts on the
+//! caller's entry frame (`kernel::syscall::needs_entry_frame`); not a call that acts on the
+//! calling thread's own state when the exec names a continuation; not an ioctl on a syslet
+//! device. Each refusal completes the atom with `SYSLET_CQE_F_REFUSED` and a clear error.
 
 use kernel::{
     bindings,
@@ -55,8 +56,10 @@ impl Outcome {
 /// In an exec with a continuation the program may go on on a spare's thread while later atoms
 /// still run on the submitter's: such a call would change the wrong thread, so it is refused
 /// there. Checked against the x86-64 table for calls whose effect is per thread when given no
-/// other target (pid 0, `PRIO_PROCESS` 0, ...): credentials, namespaces, signal mask, seccomp,
-/// prctl, personality, robust futexes, rseq, scheduling and I/O priority, TLS.
+/// other target (pid 0, `PRIO_PROCESS` 0, ...): credentials (also LSM and Landlock domains, and
+/// the thread keyring, which keyctl, add_key and request_key reach), namespaces, signal mask,
+/// seccomp, prctl, personality, robust futexes, rseq, scheduling and I/O priority, memory
+/// policy, protection keys (PKRU), ptrace (the tracer is a thread), TLS.
 fn acts_on_own_thread(nr: u32) -> bool {
     matches!(
         nr,
@@ -89,6 +92,14 @@ fn acts_on_own_thread(nr: u32) -> bool {
             | bindings::__NR_ioprio_set
             | bindings::__NR_set_thread_area
             | bindings::__NR_get_thread_area
+            | bindings::__NR_landlock_restrict_self
+            | bindings::__NR_lsm_set_self_attr
+            | bindings::__NR_keyctl
+            | bindings::__NR_add_key
+            | bindings::__NR_request_key
+            | bindings::__NR_set_mempolicy
+            | bindings::__NR_pkey_alloc
+            | bindings::__NR_ptrace
     )
 }
 
@@ -98,11 +109,11 @@ fn acts_on_own_thread(nr: u32) -> bool {
 /// a nested park could claim its continuation. This catches the plain case with a clear error;
 /// the per-task mark (`kernel::syscall::AtomMark`) catches a descriptor swapped in after this
 /// check. The descriptor is compared as `ioctl()` sees it: truncated to `unsigned int`.
-fn reenters_syslet(call: &Syscall) -> bool {
-    if call.nr() != bindings::__NR_ioctl {
+fn reenters_syslet(sqe: &Sqe) -> bool {
+    if sqe.nr != bindings::__NR_ioctl {
         return false;
     }
-    let fd = call.args()[0] as u32;
+    let fd = sqe.args[0] as u32;
     match LocalFile::fget(fd) {
         Ok(file) => crate::FOPS.is_file_of(&file),
         Err(_) => false,
@@ -118,20 +129,22 @@ pub(crate) fn check(sqe: &Sqe, with_continuation: bool) -> Result<CheckedSyscall
     if sqe.flags & !SQE_VALID_FLAGS != 0 {
         return Err(Outcome::refused(EINVAL));
     }
-    // Calls that act on the caller's own entry frame (clone, execve, exit, rt_sigreturn...).
-    let call = Syscall::new(sqe.nr, sqe.args).map_err(|_| Outcome::refused(EINVAL))?;
+    let call = match Syscall::new(sqe.nr, sqe.args).check_seccomp() {
+        Verdict::Run(call) => call,
+        Verdict::Skip(res) => {
+            return Err(Outcome {
+                res,
+                flags: CQE_F_REFUSED,
+            })
+        }
+        // Calls that act on the caller's own entry frame (clone, execve, exit, rt_sigreturn...).
+        Verdict::NeedsEntryFrame => return Err(Outcome::refused(EINVAL)),
+    };
     if with_continuation && acts_on_own_thread(sqe.nr) {
         return Err(Outcome::refused(EINVAL));
     }
-    if reenters_syslet(&call) {
+    if reenters_syslet(sqe) {
         return Err(Outcome::refused(EDEADLK));
     }
-    // The caller's seccomp filters see every atom, with the verdict a direct call would get.
-    match call.check_seccomp() {
-        Verdict::Run(call) => Ok(call),
-        Verdict::Skip(res) => Err(Outcome {
-            res,
-            flags: CQE_F_REFUSED,
-        }),
-    }
+    Ok(call)
 }

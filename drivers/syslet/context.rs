@@ -128,7 +128,8 @@ impl Context {
             return Err(EINVAL);
         }
         // The rings are data: never executable, and not inherited across fork, where they would
-        // belong to a process that may not use them.
+        // belong to a process that may not use them (unless the owner asks with MADV_DOFORK: the
+        // kernel never trusts what it reads there anyway).
         vma.try_clear_mayexec()?;
         vma.set_dontcopy();
         rings.map(vma)

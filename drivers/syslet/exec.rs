@@ -61,7 +61,7 @@ use crate::{
     },
 };
 
-/// Batches up to this many atoms use buffers on the stack instead of allocating.
+/// Batches up to this many atoms are copied out to the stack instead of an allocation.
 const SMALL_BATCH: usize = 4;
 
 /// Consumes up to `args.to_submit` submissions of `ctx` and runs each one in the current task, in
@@ -136,28 +136,12 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Runs `batch` in order, posting one completion per entry; returns whether a spare took the
-    /// continuation over.
+    /// Runs `batch` in order, posting one completion per entry as soon as its atom ends; returns
+    /// whether a spare took the continuation over.
     ///
-    /// Without a continuation nobody can look at the completions before the exec returns, so
-    /// they are posted together at the end (one lock, one wakeup). With one, the program may go
-    /// on elsewhere at any block, so each is posted as soon as its atom ends.
+    /// Completions are never held back to the end of the batch: another thread of the owner may
+    /// be waiting for one before it does what a later atom waits for.
     fn run(mut self, batch: &[Sqe]) -> bool {
-        let mut small = [Cqe::default(); SMALL_BATCH];
-        let mut large: KVVec<Cqe>;
-        let mut deferred: Option<&mut [Cqe]> = match self.cont {
-            None if batch.len() <= SMALL_BATCH => Some(&mut small[..batch.len()]),
-            None => match KVVec::from_elem(Cqe::default(), batch.len(), GFP_KERNEL) {
-                Ok(vec) => {
-                    large = vec;
-                    Some(&mut large)
-                }
-                // Without room to gather them, post them one by one.
-                Err(_) => None,
-            },
-            Some(_) => None,
-        };
-        let mut gathered = 0;
         let mut counts = BatchCounts::default();
         let mut chain_failed = false;
         let mut interrupted = false;
@@ -178,27 +162,17 @@ impl Batch<'_> {
                 outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
             }
             counts.add(&outcome);
-            let cqe = Cqe {
+            self.rings.complete(&[Cqe {
                 user_data: sqe.user_data,
                 res: outcome.res,
                 flags: outcome.flags,
                 ..Default::default()
-            };
-            match deferred.as_deref_mut().and_then(|d| d.get_mut(gathered)) {
-                Some(slot) => {
-                    *slot = cqe;
-                    gathered += 1;
-                }
-                None => self.rings.complete(&[cqe]),
-            }
-            // Notifications (task work of this thread) were handled by the atom; only a real
+            }]);
+            // Notifications (task work of this thread) were handled by the atom; only a pending
             // signal ends the batch.
             if !interrupted && syscall::signal_pending_current() {
                 interrupted = true;
             }
-        }
-        if let Some(deferred) = deferred {
-            self.rings.complete(&deferred[..gathered]);
         }
         counts.flush(&self.ctx.stats);
         if let (Some(cont), Some(spare)) = (self.cont, self.lent.take()) {
@@ -269,9 +243,9 @@ impl Batch<'_> {
 /// Runs `call` to completion as a direct call would, restarting it after notifications.
 ///
 /// A direct call interrupted by `TIF_NOTIFY_SIGNAL` alone (task work of this thread, such as
-/// io_uring's) runs the work on its way to user space and restarts; so does an atom, here. A real
-/// signal, or a cancel of `cont`'s running atom, ends it with `-EINTR` or `-ECANCELED`: the
-/// restart would happen only after the signal's handler, which runs when the exec returns.
+/// io_uring's) runs the work on its way to user space and restarts; so does an atom, here. A
+/// pending signal, or a cancel of `cont`'s running atom, ends it with `-EINTR` or `-ECANCELED`:
+/// the restart would happen only after the signal's handler, which runs when the exec returns.
 fn run_call(mut call: CheckedSyscall, cont: Option<&Continuation>) -> i64 {
     let res = loop {
         match call.run() {
@@ -283,9 +257,17 @@ fn run_call(mut call: CheckedSyscall, cont: Option<&Continuation>) -> i64 {
                 if syscall::signal_pending_current() || !syscall::run_notified_task_work() {
                     break EINTR.to_errno().into();
                 }
+                // As the exit to user mode does before a restart: the call's temporary signal
+                // mask (ppoll, pselect6...) goes, or the restart would save it as the original.
+                syscall::restore_saved_sigmask();
             }
         }
     };
+    // With a signal pending its delivery restores the mask, after the handler ran with the
+    // temporary one, as for a direct call. Without, nothing else would.
+    if !syscall::signal_pending_current() {
+        syscall::restore_saved_sigmask();
+    }
     // Task work that arrived while the call could not be interrupted runs now, as it would on
     // the way back to user space, instead of cutting the next atom short.
     if !cont.is_some_and(|c| c.atom_cancelled()) {

@@ -257,7 +257,8 @@ impl PreemptOps for BlockHook<'_> {
         if current!().is_runnable() {
             return;
         }
-        if self.wake.data().spare.is_none() {
+        // A lent spare that left during the atom (a signal) cannot claim: a synchronous block.
+        if !self.wake.data().spare.as_ref().is_some_and(|s| s.is_lent()) {
             self.cont.blocked_without_spare.store(true, Relaxed);
             return;
         }

@@ -309,12 +309,12 @@ impl Rings {
         };
         let mut state = self.state.lock();
         loop {
-            if state.shutdown {
-                return Err(WaitError::Shutdown);
-            }
             let unread = self.unread(&state).ok_or(WaitError::Invalid)?;
             if unread >= min {
                 return Ok(unread);
+            }
+            if state.shutdown {
+                return Err(WaitError::Shutdown);
             }
             if left == 0 {
                 return Err(WaitError::TimedOut);

@@ -15,6 +15,7 @@
 //! only wakes the spare lent for the atom through that spare's [`Parker`].
 
 use kernel::{
+    current,
     list::{
         List,
         ListArc,
@@ -32,6 +33,7 @@ use kernel::{
         SpinLock,
         UniqueArc, //
     },
+    syscall::same_confinement,
 };
 
 use crate::{
@@ -123,23 +125,36 @@ impl Spares {
         })
     }
 
-    /// Lends the most recently parked spare (LIFO: the cache-warm one) to `cont`.
+    /// Lends the most recently parked spare (LIFO: the cache-warm one) that runs under the same
+    /// confinement as the current task (credentials, seccomp, `no_new_privs`) to `cont`.
     ///
-    /// Returns `None` if none is parked or the context is closing.
+    /// The program moves to the spare's thread at a handoff: a thread that is confined
+    /// differently would run it with other rights. Returns `None` if no such spare is parked or
+    /// the context is closing.
     pub(crate) fn lend(&self, cont: &Arc<Continuation>) -> Option<ListArc<Spare>> {
         if self.parked_count.load(Relaxed) == 0 {
             return None;
         }
+        let current = current!();
         let mut inner = self.inner.lock();
         if inner.closing {
             return None;
         }
-        let spare = inner.parked.pop_front()?;
+        let mut cursor = inner.parked.cursor_front();
+        let spare = loop {
+            let next = cursor.peek_next()?;
+            if same_confinement(current, next.arc().parker.task()) {
+                break next.remove();
+            }
+            cursor.move_next();
+        };
         self.parked_count.fetch_sub(1, Relaxed);
         spare.state.store(LENT, Relaxed);
         *spare.lent_to.lock() = Some(cont.clone());
+        // Under `inner`, so that a close in between cannot miss the spare (see `close`).
+        let old = cont.set_lent(Some(spare.clone_arc()));
         drop(inner);
-        cont.set_lent(Some(spare.clone_arc()));
+        drop(old);
         Some(spare)
     }
 
@@ -169,6 +184,10 @@ impl Spares {
     }
 
     /// Marks the context closing: parked spares leave with `ESHUTDOWN`, none may park again.
+    ///
+    /// Lent spares are woken by the caller through the execs in flight (`cancel.rs`): a spare is
+    /// recorded there before `inner` is released by [`Spares::lend`], so one of the two reaches
+    /// every spare.
     pub(crate) fn close(&self) {
         let mut inner = self.inner.lock();
         inner.closing = true;

@@ -43,3 +43,8 @@ __rust_helper bool rust_helper_in_compat_syscall(void)
 {
 	return in_compat_syscall();
 }
+
+__rust_helper void rust_helper_restore_saved_sigmask(void)
+{
+	restore_saved_sigmask();
+}

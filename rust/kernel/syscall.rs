@@ -8,9 +8,9 @@
 //! task while it does, so that such calls do not nest.
 //!
 //! A call goes through three types, so that no path runs it without seccomp:
-//! [`Syscall`] (refuses calls that need the entry frame) -> [`Syscall::check_seccomp`] ->
-//! [`Verdict::Run`] with a [`CheckedSyscall`], the only type that can run it, tied to the task
-//! whose filters allowed it.
+//! [`Syscall`] -> [`Syscall::check_seccomp`] (the filters see every call, as they would a direct
+//! one) -> [`Verdict::Run`] with a [`CheckedSyscall`], the only type that can run it, tied to the
+//! task whose filters allowed it, and never one that needs the entry frame.
 //!
 //! C headers: [`arch/x86/include/asm/syscall.h`](srctree/arch/x86/include/asm/syscall.h),
 //! [`include/linux/seccomp.h`](srctree/include/linux/seccomp.h).
@@ -19,6 +19,7 @@ use crate::{
     bindings,
     error::code::EDEADLK,
     prelude::*,
+    task::Task,
     types::NotThreadSafe, //
 };
 
@@ -58,12 +59,8 @@ pub fn needs_entry_frame(nr: u32) -> bool {
     )
 }
 
-/// A system call, by number and arguments, that may run on behalf of the current task once
-/// seccomp allows it.
-///
-/// # Invariants
-///
-/// `nr` does not act on the caller's entry frame: `needs_entry_frame(nr)` is `false`.
+/// A system call, by number and arguments, to be run on behalf of the current task once seccomp
+/// allows it.
 #[derive(Clone, Copy, Debug)]
 pub struct Syscall {
     nr: u32,
@@ -77,20 +74,18 @@ pub enum Verdict {
     /// The call must not run; it completes with this result (`0` for `SECCOMP_RET_ERRNO` with
     /// errno 0, "pretend success").
     Skip(i64),
+    /// Seccomp allowed the call, but it acts on the caller's entry frame ([`needs_entry_frame`])
+    /// and cannot run on behalf of another call.
+    NeedsEntryFrame,
 }
 
 impl Syscall {
     /// Creates a system call of number `nr` with arguments `args`, in the order of the
     /// system call ABI.
     ///
-    /// Fails with `EPERM` for the calls that [`needs_entry_frame`] names. An unknown `nr` is not
-    /// an error here: running it returns `-ENOSYS`, as a direct call would.
-    pub fn new(nr: u32, args: [u64; 6]) -> Result<Self> {
-        if needs_entry_frame(nr) {
-            return Err(EPERM);
-        }
-        // INVARIANT: Checked just above.
-        Ok(Self { nr, args })
+    /// An unknown `nr` is not an error: running it returns `-ENOSYS`, as a direct call would.
+    pub fn new(nr: u32, args: [u64; 6]) -> Self {
+        Self { nr, args }
     }
 
     /// Returns the system call number.
@@ -105,9 +100,10 @@ impl Syscall {
 
     /// Applies the current task's seccomp filters to this call, as an x86-64 call.
     ///
-    /// A filter that traps or kills has queued `SIGSYS` to the task when this returns (a kill
-    /// also leaves the task in seccomp's dead mode); see `seccomp_filter_syslet()` for each
-    /// filter action.
+    /// The filters see every call, also those that [`needs_entry_frame`] then refuses, so that a
+    /// filter that logs or kills on them acts as it would on a direct call. A filter that kills has
+    /// queued a fatal `SIGSYS` and left the task in seccomp's dead mode when this returns; see
+    /// `seccomp_filter_syslet()` for each filter action.
     pub fn check_seccomp(self) -> Verdict {
         // `seccomp_data.nr` is an `int`, as it is for a direct call.
         let nr = self.nr as i32;
@@ -116,14 +112,17 @@ impl Syscall {
         // SAFETY: `args` points to six `unsigned long`s and `skipped_ret` to a `long`, both valid
         // for the duration of the call.
         let run = unsafe { bindings::seccomp_filter_syslet(nr, args.as_ptr(), &mut skipped_ret) };
-        if run {
+        if !run {
+            Verdict::Skip(skipped_ret as i64)
+        } else if needs_entry_frame(self.nr) {
+            Verdict::NeedsEntryFrame
+        } else {
+            // INVARIANT: The filters allowed it, and it does not need the entry frame.
             Verdict::Run(CheckedSyscall {
                 call: self,
                 restart_block: false,
                 _not_send: NotThreadSafe,
             })
-        } else {
-            Verdict::Skip(skipped_ret as i64)
         }
     }
 }
@@ -144,7 +143,8 @@ pub enum Return {
 ///
 /// # Invariants
 ///
-/// `call` was allowed by the seccomp filters of the task that created this object. If
+/// `call` was allowed by the seccomp filters of the task that created this object, and does not
+/// act on the caller's entry frame (`needs_entry_frame(call.nr)` is `false`). If
 /// `restart_block` is set, the last run of `call` on that task returned `-ERESTART_RESTARTBLOCK`
 /// and set up the task's restart block.
 pub struct CheckedSyscall {
@@ -183,8 +183,8 @@ impl CheckedSyscall {
         regs.r8 = args[4] as _;
         regs.r9 = args[5] as _;
         regs.orig_ax = nr as _;
-        // SAFETY: `regs` is valid for the duration of the call. By the type invariant of
-        // `Syscall`, `call.nr` does not use the entry frame, so the only registers it reads are
+        // SAFETY: `regs` is valid for the duration of the call. By the type invariant,
+        // `call.nr` does not use the entry frame, so the only registers it reads are
         // the arguments in `regs`; `restart_syscall` only reads the task's restart block, which
         // the interrupted run of the same call set up (type invariant). `_not_send` keeps this on
         // the task that seccomp checked.
@@ -222,6 +222,43 @@ pub fn run_notified_task_work() -> bool {
         bindings::task_work_run();
     }
     true
+}
+
+/// Puts back the signal mask a call such as `ppoll()` or `pselect6()` replaced for its duration
+/// and left for signal delivery to restore (`TIF_RESTORE_SIGMASK`).
+///
+/// The exit to user mode does this when no signal is delivered; a caller that restarts or ends
+/// an interrupted call without returning to user mode must do it instead, or the temporary mask
+/// stays (and a restart would save it as the "original").
+pub fn restore_saved_sigmask() {
+    // SAFETY: Acts on the current task only.
+    unsafe { bindings::restore_saved_sigmask() };
+}
+
+/// Returns whether tasks `a` and `b` run under the same confinement: the same credentials (one
+/// `struct cred`, shared by threads until one of them changes its own), the same seccomp mode and
+/// filter, and the same `no_new_privs`.
+///
+/// A program that moves from one thread to another between two such tasks gains nothing it did
+/// not have.
+pub fn same_confinement(a: &Task, b: &Task) -> bool {
+    fn key(task: &Task) -> (usize, usize, i32, usize, bool) {
+        let p = task.as_ptr();
+        // SAFETY: `p` is a valid task. Each field is read once, racily (as `READ_ONCE()` readers
+        // do): only the identity of the pointers is compared, nothing is dereferenced.
+        unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*p).cred) as usize,
+                core::ptr::read_volatile(&raw const (*p).real_cred) as usize,
+                core::ptr::read_volatile(&raw const (*p).seccomp.mode),
+                core::ptr::read_volatile(&raw const (*p).seccomp.filter) as usize,
+                core::ptr::read_volatile(&raw const (*p).atomic_flags)
+                    & (1 << bindings::PFA_NO_NEW_PRIVS)
+                    != 0,
+            )
+        }
+    }
+    key(a) == key(b)
 }
 
 /// Returns whether a real signal (not only a notification) is pending for the current task.

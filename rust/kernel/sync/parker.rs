@@ -90,9 +90,13 @@ impl Parker {
 
     /// Wakes the task if it is parked, or makes its next park return at once.
     ///
-    /// Callable from any context, including hard interrupt context.
+    /// Only an interruptible sleep (the one [`Parker::park_interruptible`] uses) is woken: a late
+    /// unpark, after the task stopped parking, must not wake it from an unrelated
+    /// uninterruptible sleep. Callable from any context, including hard interrupt context.
     pub fn unpark(&self) {
         self.token.store(1, Release);
-        self.task.wake_up();
+        // SAFETY: `task` is a valid task (type invariant and `ARef`); waking a task is allowed
+        // from any context.
+        unsafe { bindings::wake_up_state(self.task.as_ptr(), bindings::TASK_INTERRUPTIBLE) };
     }
 }

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -39,6 +40,12 @@
 #endif
 #ifndef __NR_uprobe
 #define __NR_uprobe 336
+#endif
+#ifndef __NR_landlock_restrict_self
+#define __NR_landlock_restrict_self 446
+#endif
+#ifndef __NR_lsm_set_self_attr
+#define __NR_lsm_set_self_attr 460
 #endif
 
 /* i386 numbers, for the int $0x80 (compat) entry. */
@@ -630,13 +637,21 @@ TEST(identity_calls_refused_with_continuation)
 			{ "ioprio_set", __NR_ioprio_set, { 1, 0, (uint64_t)ioprio } },
 			{ "set_thread_area", __NR_set_thread_area, { 0 } },
 			{ "get_thread_area", __NR_get_thread_area, { 0 } },
+			{ "landlock_restrict_self", __NR_landlock_restrict_self, { none, 0 } },
+			{ "lsm_set_self_attr", __NR_lsm_set_self_attr, { 0, 0, 0, 0 } },
+			{ "keyctl", __NR_keyctl, { 0 /* KEYCTL_GET_KEYRING_ID */, 0, 0 } },
+			{ "add_key", __NR_add_key, { 0, 0, 0, 0 } },
+			{ "request_key", __NR_request_key, { 0, 0, 0, 0 } },
+			{ "set_mempolicy", __NR_set_mempolicy, { 0 /* MPOL_DEFAULT */, 0, 0 } },
+			{ "pkey_alloc", __NR_pkey_alloc, { 1 /* bad flags */, 0 } },
+			{ "ptrace", __NR_ptrace, { 3 /* PTRACE_PEEKUSER */, 0, 0, 0 } },
 		};
 		const int n = sizeof(calls) / sizeof(calls[0]);
 
 		ASSERT_EQ(0, prctl(PR_GET_NAME, name));
 		ASSERT_EQ(0, sched_getaffinity(0, sizeof(cpus), &cpus));
 		ASSERT_GE(ioprio, 0);
-		ASSERT_EQ(0, syslet_queue_init(&ring, 32, 64));
+		ASSERT_EQ(0, syslet_queue_init(&ring, 64, 128));
 		for (int i = 0; i < n; i++)
 			prep(&ring, i, calls[i].nr, calls[i].a[0], calls[i].a[1], calls[i].a[2],
 			     calls[i].a[3]);
@@ -861,6 +876,125 @@ TEST(ring_memory_charged_to_memcg)
 		write_text(CGROUP_ROOT "/cgroup.subtree_control", "-memory");
 	if (mounted)
 		umount(CGROUP_ROOT);
+}
+
+/*
+ * The filters see every atom, also those that policy then refuses: a filter
+ * that kills on execve kills a process that submits an execve atom, as it
+ * would for a direct call (policy alone would only refuse it with -EINVAL).
+ */
+TEST(seccomp_sees_refused_calls)
+{
+	const struct atom atoms[] = {
+		{ __NR_execve, { (uintptr_t)"/bin/true", 0, 0 } },
+	};
+	struct syslet_cqe cqe;
+	int status, got;
+
+	REQUIRE_SYSLET();
+	status = filtered_child(__NR_execve, SECCOMP_RET_KILL_PROCESS, atoms, 1, &cqe, &got);
+	ASSERT_TRUE(WIFSIGNALED(status)) TH_LOG("the filter never saw the execve atom");
+	EXPECT_EQ(SIGSYS, WTERMSIG(status));
+	EXPECT_EQ(0, got);
+}
+
+/*
+ * Strict mode entered by an atom holds for the rest of the batch as for
+ * direct calls: read and write run, anything else kills the process.
+ */
+TEST(seccomp_strict_mode_from_atom)
+{
+	char buf[8] = { 0 };
+	int status, p[2];
+	pid_t pid;
+
+	REQUIRE_SYSLET();
+	ASSERT_EQ(0, pipe(p));
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		struct syslet_ring ring;
+
+		close(p[0]);
+		if (syslet_queue_init(&ring, 8, 0))
+			_exit(100);
+		prep(&ring, 1, __NR_seccomp, 0 /* SECCOMP_SET_MODE_STRICT */, 0, 0, 0);
+		prep(&ring, 2, __NR_write, p[1], (uintptr_t)"a", 1, 0);
+		prep(&ring, 3, __NR_getppid, 0, 0, 0, 0);	/* kills */
+		prep(&ring, 4, __NR_write, p[1], (uintptr_t)"b", 1, 0);
+		syslet_submit(&ring);
+		/* Not reached: the exec's return is not a read or a write. */
+		_exit(0);
+	}
+	close(p[1]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFSIGNALED(status)) TH_LOG("exited with %d", WEXITSTATUS(status));
+	EXPECT_EQ(SIGKILL, WTERMSIG(status));
+	EXPECT_EQ(1, read(p[0], buf, sizeof(buf)));
+	EXPECT_STREQ("a", buf);
+	close(p[0]);
+}
+
+struct pipe_writer {
+	int fd;
+	pthread_t thread;
+};
+
+static void *late_writer_main(void *data)
+{
+	struct pipe_writer *w = data;
+
+	usleep(400 * 1000);
+	if (write(w->fd, "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+/*
+ * An atom that swaps the signal mask for its duration (ppoll) and is
+ * interrupted by task work (an io_uring timeout completing) restarts; the
+ * mask afterwards is the thread's own, not the temporary one, as after a
+ * direct call.
+ */
+TEST(temporary_sigmask_survives_restart)
+{
+	uint64_t before = 0, tmp = 0, after = ~0ULL;
+	struct pollfd pfd = { .events = POLLIN };
+	struct io_uring_cqe ucqe;
+	struct pipe_writer w;
+	struct raw_uring uring;
+	struct syslet_ring ring;
+	struct syslet_cqe cqe;
+	int p[2], ret;
+
+	REQUIRE_SYSLET();
+	ret = raw_uring_init(&uring, 4);
+	if (ret == -ENOSYS || ret == -EPERM)
+		SKIP(return, "io_uring unavailable: %s", strerror(-ret));
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, pipe(p));
+	pfd.fd = p[0];
+	/* The thread blocks nothing; ppoll blocks SIGUSR2 while it waits. */
+	ASSERT_EQ(0, syscall(__NR_rt_sigprocmask, SIG_SETMASK, &before, NULL, 8));
+	tmp = 1ULL << (SIGUSR2 - 1);
+	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
+	prep(&ring, 1, __NR_ppoll, (uintptr_t)&pfd, 1, 0, (uintptr_t)&tmp);
+	ring.sqes[(ring.sq_tail - 1) & ring.hdr->sq_mask].args[4] = 8;
+	w.fd = p[1];
+	ASSERT_EQ(0, pthread_create(&w.thread, NULL, late_writer_main, &w));
+	ASSERT_EQ(1, raw_uring_timeout(&uring, 50 * 1000 * 1000, 0x5157));
+	ASSERT_EQ(1, syslet_submit(&ring));
+	pthread_join(w.thread, NULL);
+	cqe = take_cqe(&ring);
+	EXPECT_EQ(1, cqe.res) TH_LOG("ppoll did not restart after the task work");
+	/* The task work ran. */
+	EXPECT_EQ(1, raw_uring_reap(&uring, &ucqe));
+	ASSERT_EQ(0, syscall(__NR_rt_sigprocmask, SIG_BLOCK, NULL, &after, 8));
+	EXPECT_EQ(before, after) TH_LOG("the temporary mask stayed");
+	syslet_queue_exit(&ring);
+	raw_uring_exit(&uring);
+	close(p[0]);
+	close(p[1]);
 }
 
 TEST_HARNESS_MAIN
