@@ -161,21 +161,29 @@ struct syslet_params {
  *
  * An exec with a continuation refuses (-EINVAL, SYSLET_CQE_F_REFUSED) the
  * calls that act on the state of the calling thread itself: credentials
- * (setuid and friends, setgroups, capset), namespaces (unshare, setns), the
- * signal mask (rt_sigprocmask, rt_sigsuspend, rt_sigtimedwait), prctl,
- * seccomp, personality, set_tid_address, set_robust_list, rseq,
- * sched_setaffinity, sched_setparam, sched_setscheduler, sched_setattr,
- * setpriority, ioprio_set and the x86 thread-area calls. After a handoff
- * the program runs on the spare's thread while later atoms still run on
- * the submitter's: such a call would act on the wrong thread.
+ * (setuid and friends, setgroups, capset, landlock_restrict_self,
+ * lsm_set_self_attr; keyctl, add_key and request_key, which reach the
+ * thread keyring), namespaces (unshare, setns), the signal mask
+ * (rt_sigprocmask, rt_sigsuspend, rt_sigtimedwait), prctl, seccomp,
+ * personality, set_tid_address, set_robust_list, rseq, sched_setaffinity,
+ * sched_setparam, sched_setscheduler, sched_setattr, setpriority,
+ * ioprio_set, set_mempolicy, pkey_alloc, ptrace (the tracer is a thread)
+ * and the x86 thread-area calls. After a handoff the program runs on the
+ * spare's thread while later atoms still run on the submitter's: such a
+ * call would act on the wrong thread. For the same reason a spare is lent
+ * only if it runs under the submitter's confinement: the same credentials
+ * (struct cred, shared by threads until one changes its own), seccomp
+ * filter and no_new_privs; otherwise a block is a synchronous fallback.
  *
  * An atom interrupted by task work of its own thread (io_uring's, for
- * example) runs that work and restarts, as a direct call would; only a
- * real signal ends the batch as described below.
+ * example) runs that work and restarts, as a direct call would (a
+ * temporary signal mask, as ppoll's, is put back first); only a pending
+ * signal ends the batch as described below.
  *
  * A signal pending after an atom ends the batch early: the atoms left
  * complete with -EINTR (SYSLET_CQE_F_REFUSED) without running, so a handler
- * or a kill takes effect before anything else runs.
+ * or a kill takes effect before anything else runs. "Pending" includes the
+ * freezer's and ptrace's fake signals.
  */
 struct syslet_exec {
 	__u32	to_submit;	/* in: consume at most this many entries */
@@ -218,7 +226,8 @@ struct syslet_park {
  * SYSLET_IOC_WAIT argument. Waits until at least @min_complete completions
  * are unread, and returns how many are (or -1 with errno ETIMEDOUT after
  * @timeout_ns, EINTR on a signal, EINVAL for min_complete > cq_entries,
- * ESHUTDOWN when the owner closes a descriptor of the context meanwhile).
+ * ESHUTDOWN when fewer than @min_complete are unread and the owner has
+ * closed a descriptor of the context, before or during the wait).
  * poll()/epoll report POLLIN while completions are unread.
  */
 struct syslet_wait {
@@ -235,11 +244,25 @@ struct syslet_wait {
  * -EINTR its completion says -ECANCELED, otherwise it reports what the call
  * returned. Uninterruptible sleeps (most disk waits) are not cut short.
  * Fails with ENOENT if no such atom is in flight (also when it has just
- * completed: a cancel never reaches the atom after it).
+ * completed: a cancel never reaches the atom after it). A call that
+ * handles TIF_NOTIFY_SIGNAL itself and sleeps again (io_uring_enter waiting
+ * for completions) is not cut short either; its completion still says
+ * -ECANCELED if it then fails with -EINTR.
  *
  * Every ioctl fails with EDEADLK when issued from inside an atom, and with
  * ENOTTY through the 32-bit (compat) ioctl entry: atoms are x86-64 system
  * calls, judged by seccomp as AUDIT_ARCH_X86_64 whatever the entry.
+ *
+ * Seccomp: the caller's filters see every atom with valid flags, before
+ * any other check, as a direct x86-64 call with the same number and
+ * arguments. ALLOW and LOG run it. ERRNO completes it with the filter's
+ * errno without running it (ERRNO(0): result 0, nothing runs). KILL kills
+ * the process (KILL_THREAD too: the thread cannot exit inside the ioctl)
+ * and nothing after it runs. TRAP, TRACE and USER_NOTIF complete it with
+ * -ENOSYS without running it and without a signal: a SIGSYS handler, a
+ * tracer or a listener would see the registers of the exec ioctl, not the
+ * atom's. Skipped atoms carry SYSLET_CQE_F_REFUSED. Strict mode entered by
+ * an atom lets later atoms read and write and kills on anything else.
  */
 
 #define SYSLET_IOC_MAGIC	0xB9
