@@ -15,8 +15,10 @@ build_user() {
 	OUT=$CACHE/out
 	mkdir -p "$ksft" "$OUT/selftests" "$OUT/samples"
 	rsync -a --delete "$REPO/tools/testing/selftests/syslet/" "$ksft/"
-	log "user: building kselftests and samples"
-	make -s -C "$ksft" SYSLET_ROOT="$REPO" OUTPUT="$OUT/selftests" >&2
+	log "user: building libsyslet, kselftests and samples"
+	mkdir -p "$OUT/lib"
+	make -s -C "$REPO/tools/lib/syslet" OUTPUT="$OUT/lib/" >&2
+	make -s -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
 	make -s -C "$REPO/samples/syslet" OUTPUT="$OUT/samples" >&2
 }
 

@@ -138,15 +138,21 @@ impl Context {
     /// `SYSLET_IOC_PARK`: waits as a spare; returns the continuation cookie of the submitter this
     /// thread must take over, after `write_cookie` stored it in user space.
     ///
-    /// Fails with `EINTR` on a signal, `ESHUTDOWN` when the context closes and `EFAULT` if the
-    /// cookie cannot be stored (the continuation then stays with its submitter).
-    pub(crate) fn park(&self, write_cookie: impl FnMut(u64) -> Result) -> Result<u64> {
+    /// Fails with `EINTR` on a signal, `ETIMEDOUT` after `timeout_ns` (if not zero),
+    /// `ESHUTDOWN` when the context closes and `EFAULT` if the cookie cannot be stored (the
+    /// continuation then stays with its submitter).
+    pub(crate) fn park(
+        &self,
+        timeout_ns: i64,
+        write_cookie: impl FnMut(u64) -> Result,
+    ) -> Result<u64> {
         let rings = self.rings()?;
         rings.set_flag(RING_NEED_SPARE, false);
         self.spares
-            .park(&self.stats, write_cookie)
+            .park(&self.stats, timeout_ns, write_cookie)
             .map_err(|leave| match leave {
                 Leave::Signal => EINTR,
+                Leave::TimedOut => ETIMEDOUT,
                 Leave::Shutdown => ESHUTDOWN,
                 Leave::Fault => EFAULT,
                 Leave::NoMemory => ENOMEM,

@@ -147,9 +147,10 @@ assert_same_layout!(
 #[derive(Clone, Copy, Default)]
 pub(crate) struct ParkArgs {
     pub(crate) continuation: u64,
-    pub(crate) resv: [u64; 2],
+    pub(crate) timeout_ns: i64,
+    pub(crate) resv: u64,
 }
-assert_same_layout!(ParkArgs, c::syslet_park, continuation, resv);
+assert_same_layout!(ParkArgs, c::syslet_park, continuation, timeout_ns, resv);
 
 /// The argument of `SYSLET_IOC_WAIT` (`struct syslet_wait`).
 #[repr(C)]

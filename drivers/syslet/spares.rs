@@ -16,6 +16,7 @@
 
 use kernel::{
     current,
+    ffi::c_long,
     list::{
         List,
         ListArc,
@@ -34,6 +35,12 @@ use kernel::{
         UniqueArc, //
     },
     syscall::same_confinement,
+    task::MAX_SCHEDULE_TIMEOUT,
+    time::{
+        msecs_to_jiffies,
+        Instant,
+        Monotonic, //
+    },
 };
 
 use crate::{
@@ -100,6 +107,8 @@ pub(crate) enum Leave {
     Fault,
     /// No memory to park.
     NoMemory,
+    /// The time limit passed.
+    TimedOut,
 }
 
 /// The spares of one context.
@@ -206,8 +215,10 @@ impl Spares {
     pub(crate) fn park(
         &self,
         stats: &Stats,
+        timeout_ns: i64,
         mut write_cookie: impl FnMut(u64) -> Result,
     ) -> Result<u64, Leave> {
+        let start = Instant::<Monotonic>::now();
         let unique = UniqueArc::pin_init(
             try_pin_init!(Spare {
                 links <- ListLinks::new(),
@@ -231,7 +242,7 @@ impl Spares {
         Stats::inc(&stats.spares_parked);
 
         let ret = loop {
-            let woken = spare.parker.park_interruptible();
+            let woken = spare.parker.park_interruptible_timeout(timeout_left(start, timeout_ns));
             let lent_to = spare.lent_to.lock().clone();
             if let Some(cont) = lent_to.filter(|c| c.is_blocked()) {
                 // Prove the cookie can be delivered before taking the continuation.
@@ -247,9 +258,15 @@ impl Spares {
                 }
             }
             let closing = self.inner.lock().closing;
-            if closing || woken.is_err() {
+            let leave = match woken {
+                _ if closing => Some(Leave::Shutdown),
+                Err(_) => Some(Leave::Signal),
+                Ok(false) => Some(Leave::TimedOut),
+                Ok(true) => None,
+            };
+            if let Some(leave) = leave {
                 self.leave(&spare);
-                break Err(if closing { Leave::Shutdown } else { Leave::Signal });
+                break Err(leave);
             }
             // Woken for a continuation the submitter took back first: park again.
         };
@@ -289,4 +306,18 @@ impl Spares {
         drop(inner);
         drop(lent_to);
     }
+}
+
+/// Returns the jiffies left of `timeout_ns` (zero: no limit) since `start`, for a park.
+fn timeout_left(start: Instant<Monotonic>, timeout_ns: i64) -> c_long {
+    if timeout_ns == 0 {
+        return MAX_SCHEDULE_TIMEOUT;
+    }
+    let left_ns = timeout_ns.saturating_sub(start.elapsed().as_nanos());
+    if left_ns <= 0 {
+        return 0;
+    }
+    let ms = left_ns.saturating_add(999_999) / 1_000_000;
+    let jiffies = msecs_to_jiffies(u32::try_from(ms).unwrap_or(u32::MAX));
+    c_long::try_from(jiffies).unwrap_or(MAX_SCHEDULE_TIMEOUT)
 }

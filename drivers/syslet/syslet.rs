@@ -118,10 +118,10 @@ impl Context {
     fn ioctl_park(&self, arg: usize, size: usize) -> Result<isize> {
         let slice = UserSlice::new(UserPtr::from_addr(arg), size);
         let args: defs::ParkArgs = slice.reader().read()?;
-        if args.resv.iter().any(|&r| r != 0) {
+        if args.resv != 0 || args.timeout_ns < 0 {
             return Err(EINVAL);
         }
-        self.park(|cookie| {
+        self.park(args.timeout_ns, |cookie| {
             let out = defs::ParkArgs {
                 continuation: cookie,
                 ..args

@@ -210,6 +210,8 @@ struct syslet_exec {
  * written to @continuation before the spare takes the continuation over,
  * so a fault there leaves it with the submitter. Fails with
  *   EINTR      a signal arrived: handle it, then park again
+ *   ETIMEDOUT  @timeout_ns passed without a continuation to take over (a
+ *              pool can let idle spares go this way)
  *   ESHUTDOWN  the context is closing: the owner closed a descriptor of it,
  *              or is exiting
  *   EFAULT     @continuation is not writable (the continuation stays with
@@ -219,7 +221,9 @@ struct syslet_exec {
  */
 struct syslet_park {
 	__u64	continuation;	/* out */
-	__u64	resv[2];	/* must be 0 */
+	__s64	timeout_ns;	/* in: > 0, give up after this long (ETIMEDOUT);
+				 * 0: no limit; < 0: EINVAL */
+	__u64	resv;		/* must be 0 */
 };
 
 /*

@@ -12,6 +12,7 @@ use crate::{
     bindings,
     current,
     error::code::ERESTARTSYS,
+    ffi::c_long,
     prelude::*,
     sync::{
         aref::ARef,
@@ -21,7 +22,10 @@ use crate::{
             Release, //
         },
     },
-    task::Task, //
+    task::{
+        Task,
+        MAX_SCHEDULE_TIMEOUT, //
+    },
 };
 
 /// Lets its task sleep until another context unparks it.
@@ -66,6 +70,18 @@ impl Parker {
     /// Fails with `ERESTARTSYS` if a signal is pending. Must be called from process context by
     /// the task that created the parker: another task would sleep without anyone to wake it.
     pub fn park_interruptible(&self) -> Result {
+        match self.park_interruptible_timeout(MAX_SCHEDULE_TIMEOUT) {
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Like [`Parker::park_interruptible`], for at most `timeout` jiffies
+    /// ([`MAX_SCHEDULE_TIMEOUT`] for no limit).
+    ///
+    /// Returns `Ok(true)` if unparked, `Ok(false)` if the time ran out first.
+    pub fn park_interruptible_timeout(&self, timeout: c_long) -> Result<bool> {
+        let mut left = timeout;
         loop {
             // The state is set (with a full barrier) before the token is checked, so an
             // `unpark` after the check finds us sleeping and wakes us.
@@ -80,12 +96,18 @@ impl Parker {
                 unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
                 return Err(ERESTARTSYS);
             }
-            // SAFETY: Sleeping is allowed in process context without locks held.
-            unsafe { bindings::schedule() };
+            if left <= 0 {
+                // SAFETY: As above.
+                unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
+                return Ok(false);
+            }
+            // SAFETY: Sleeping is allowed in process context without locks held; the task state
+            // was set above, as `schedule_timeout` requires.
+            left = unsafe { bindings::schedule_timeout(left) };
         }
         // SAFETY: As above.
         unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
-        Ok(())
+        Ok(true)
     }
 
     /// Wakes the task if it is parked, or makes its next park return at once.

@@ -457,9 +457,12 @@ TEST_F(ring, bad_exec_args)
 
 TEST_F(ring, bad_park_and_wait_args)
 {
-	struct syslet_park park = { .resv = { 0, 1 } };
+	struct syslet_park park = { .resv = 1 };
 	struct syslet_wait wait = { .flags = 1 };
 
+	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_PARK, &park));
+	EXPECT_EQ(EINVAL, errno);
+	park = (struct syslet_park){ .timeout_ns = -1 };
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_PARK, &park));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_WAIT, &wait));
@@ -472,6 +475,12 @@ TEST_F(ring, bad_park_and_wait_args)
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_CANCEL, (void *)8));
 	EXPECT_EQ(EFAULT, errno);
 	/* Nothing was parked by any of it. */
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
+	/* A time limit: the spare leaves with ETIMEDOUT, unparked. */
+	park = (struct syslet_park){ .timeout_ns = 20 * 1000 * 1000 };
+	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_PARK, &park));
+	EXPECT_EQ(ETIMEDOUT, errno);
+	EXPECT_EQ(0, park.continuation);
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 }
 

@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
 /*
- * libsyslet: a small C API over /dev/syslet (header only).
+ * libsyslet: a small C API over /dev/syslet.
+ *
+ * The ring helpers are inline (this header alone is enough for them); the
+ * runtime (syslet_pool_*, syslet_submit_async) is in the library
+ * (-lsyslet, pkg-config libsyslet).
  *
  *	struct syslet_ring ring;
  *	syslet_queue_init(&ring, 64, 0);
@@ -38,7 +42,61 @@ struct syslet_ring {
 	struct syslet_cqe *cqes;
 	unsigned int sq_tail;	/* local, published by syslet_submit() */
 	struct syslet_params params;
+	struct syslet_pool *pool;	/* the runtime's spares, if started */
 };
+
+/*
+ * The runtime (in the library).
+ *
+ * syslet_submit_async() runs up to @count submissions like syslet_submit_n(),
+ * naming the caller's continuation: if a call blocks, a spare thread of the
+ * pool goes on with the program, and syslet_submit_async() returns
+ * SYSLET_WENT_ASYNC there while the blocked thread finishes the batch; the
+ * completions arrive in the completion ring. Otherwise it returns the number
+ * consumed, every one completed, with no thread switch.
+ *
+ * After SYSLET_WENT_ASYNC the program runs on ANOTHER OS THREAD: gettid(),
+ * pthread_self(), thread-local variables, the signal mask and errno's
+ * address are that thread's. glibc declares __errno_location() and
+ * pthread_self() const, so a compiler may compute them once per function
+ * and reuse the result across the call: in the function that called
+ * syslet_submit_async(), errno, pthread_self() and thread-local variables
+ * may still refer to the old thread (the kselftests saw exactly that with
+ * gcc -O2). Look them up only in a function of its own (not inlined) that
+ * runs after the call returned. Only a program on the main thread's stack can move (its
+ * main() may return on any thread: exit() is right everywhere); from any
+ * other stack the submission runs without a continuation and a call that
+ * blocks blocks the caller.
+ */
+#define SYSLET_WENT_ASYNC	(1 << 30)
+
+/*
+ * A bounded pool of spares. max_spares bounds the threads the pool starts:
+ * one is needed per call blocked at the same time; beyond the bound a call
+ * that blocks blocks its caller (a synchronous fallback), which is correct,
+ * only slower. 0 is allowed: then every block is such a fallback.
+ */
+#define SYSLET_POOL_DEFAULT_MAX	16	/* a thread each, with a 64 KiB exec stack */
+
+struct syslet_pool_params {
+	unsigned int min_spares;	/* parked from the start and kept when idle */
+	unsigned int max_spares;	/* at most this many pool threads */
+	unsigned int idle_ms;		/* an extra spare parked this long leaves */
+};
+
+struct syslet_pool_stats {
+	unsigned int threads;		/* pool threads now */
+	unsigned int parked;		/* of them, parked now */
+	unsigned int peak_threads;	/* most pool threads at once */
+	unsigned int peak_busy;		/* most threads out of PARK at once */
+	unsigned long handoffs;		/* continuations a spare took over */
+	unsigned long went_async;	/* submits that returned SYSLET_WENT_ASYNC */
+};
+
+int syslet_pool_start(struct syslet_ring *ring, const struct syslet_pool_params *params);
+void syslet_pool_stop(struct syslet_ring *ring);
+void syslet_pool_stats(struct syslet_ring *ring, struct syslet_pool_stats *stats);
+int syslet_submit_async(struct syslet_ring *ring, unsigned int count);
 
 static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_entries,
 				    unsigned int cq_entries)
