@@ -19,7 +19,32 @@ build_user() {
 	mkdir -p "$OUT/lib"
 	make -s -C "$REPO/tools/lib/syslet" OUTPUT="$OUT/lib/" >&2
 	make -s -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
+	build_rust_guest_test
 	make -s -C "$REPO/samples/syslet" OUTPUT="$OUT/samples" >&2
+}
+
+# Builds the Rust crate's guest test (tests/guest.rs, TAP output) as one more
+# program the guest runs, $OUT/selftests/rust_test. The crate's target
+# directory is in the cache, outside the repository.
+build_rust_guest_test() {
+	local crate=$REPO/tools/lib/syslet/rust exe
+	log "user: building the Rust crate's guest test"
+	exe=$(cd "$crate" && CARGO_TARGET_DIR=$CACHE/cargo-target \
+		cargo test --release --locked --test guest --no-run 2>&1 |
+		sed -n 's/.*Executable tests\/guest.rs (\(.*\))/\1/p')
+	[ -n "$exe" ] || { log "user: the Rust guest test did not build"; return 1; }
+	case $exe in /*) ;; *) exe=$CACHE/cargo-target/${exe#target/} ;; esac
+	cp "$exe" "$OUT/selftests/rust_test"
+}
+
+# Runs the Rust crate's host unit tests; prints a TAP line for the summary.
+rust_host_tests() {
+	if (cd "$REPO/tools/lib/syslet/rust" && CARGO_TARGET_DIR=$CACHE/cargo-target \
+		cargo test --release --locked --lib -q) >&2; then
+		echo "ok 201 host.rust_unit_tests"
+	else
+		echo "not ok 201 host.rust_unit_tests"
+	fi
 }
 
 # Decides, once per kernel build, whether KVM boots this kernel; sets VNG_ACCEL.

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: LGPL-2.1 OR BSD-2-Clause
+
+//! Typed operations: each builds a [`Request`] whose pointers come from buffers it owns, and
+//! turns the completion back into a typed result with the buffer handed back.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::sys::{Buf, Request};
+
+/// x86-64 system call numbers the typed operations use.
+mod nr {
+    pub const READ: u32 = 0;
+    pub const WRITE: u32 = 1;
+    pub const CLOSE: u32 = 3;
+    pub const FSYNC: u32 = 74;
+    pub const GETPPID: u32 = 110;
+    pub const OPENAT: u32 = 257;
+}
+
+/// `AT_FDCWD`.
+pub const AT_FDCWD: RawFd = -100;
+
+/// Turns a raw result (`-errno` or a value) into an `io::Result`.
+pub fn result(res: i64) -> io::Result<u64> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res as i32))
+    } else {
+        Ok(res as u64)
+    }
+}
+
+/// `read(fd, buf, buf.len())` into a buffer the operation owns.
+pub fn read(fd: BorrowedFd<'_>, buf: Vec<u8>) -> Request {
+    let len = buf.len() as u64;
+    Request::with_buf(nr::READ, [fd.as_raw_fd() as u64, 0, len, 0, 0, 0], 1, Buf::Bytes(buf))
+}
+
+/// `write(fd, buf, buf.len())` from a buffer the operation owns.
+pub fn write(fd: BorrowedFd<'_>, buf: Vec<u8>) -> Request {
+    let len = buf.len() as u64;
+    Request::with_buf(nr::WRITE, [fd.as_raw_fd() as u64, 0, len, 0, 0, 0], 1, Buf::Bytes(buf))
+}
+
+/// `openat(dirfd, path, flags, mode)`; the completion's
+/// [`into_fd`](crate::Completion::into_fd) owns the new descriptor. `dirfd` may be
+/// [`AT_FDCWD`].
+pub fn openat(dirfd: RawFd, path: &CStr, flags: i32, mode: u32) -> Request {
+    let mut request = Request::with_buf(
+        nr::OPENAT,
+        [dirfd as u64, 0, flags as u64, u64::from(mode), 0, 0],
+        1,
+        Buf::Path(CString::from(path)),
+    );
+    request.opens_fd = true;
+    request
+}
+
+/// `close(fd)`: the descriptor is consumed; it is closed by the call.
+pub fn close(fd: OwnedFd) -> Request {
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    Request::plain(nr::CLOSE, [raw as u64, 0, 0, 0, 0, 0])
+}
+
+/// `fsync(fd)`.
+pub fn fsync(fd: BorrowedFd<'_>) -> Request {
+    Request::plain(nr::FSYNC, [fd.as_raw_fd() as u64, 0, 0, 0, 0, 0])
+}
+
+/// `getppid()`: the cheapest call, for measuring.
+pub fn getppid() -> Request {
+    Request::plain(nr::GETPPID, [0; 6])
+}
