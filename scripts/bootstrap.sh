@@ -12,7 +12,7 @@ DEB_PACKAGES=(
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	bc flex bison libelf-dev libssl-dev cpio busybox-static zstd dwarves
 	kmod udev qemu-system-x86 xz-utils rsync python3-pip python3-venv
-	liburing-dev fio make gcc libc6-dev patch perl openssl
+	liburing-dev fio make gcc libc6-dev patch perl openssl man-db groff-base
 )
 
 missing=()

@@ -20,7 +20,7 @@ build_user() {
 	make -s -C "$REPO/tools/lib/syslet" OUTPUT="$OUT/lib/" >&2
 	make -s -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
 	build_rust_guest_test
-	make -s -C "$REPO/samples/syslet" OUTPUT="$OUT/samples" >&2
+	make -s -C "$REPO/samples/syslet" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/samples" >&2
 }
 
 # Builds the Rust crate's guest test (tests/guest.rs, TAP output) as one more
@@ -44,6 +44,15 @@ rust_host_tests() {
 		echo "ok 201 host.rust_unit_tests"
 	else
 		echo "not ok 201 host.rust_unit_tests"
+	fi
+}
+
+# Renders libsyslet's man pages, which must show no warning; a TAP line.
+man_pages_check() {
+	if make -s -C "$REPO/tools/lib/syslet" check-man >&2; then
+		echo "ok 202 host.man_pages_render_cleanly"
+	else
+		echo "not ok 202 host.man_pages_render_cleanly"
 	fi
 }
 

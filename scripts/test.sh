@@ -62,6 +62,7 @@ done
 cat "$out"
 # The host side: the Rust crate's unit tests, which need no module.
 rust_host_tests | tee -a "$out"
+man_pages_check | tee -a "$out"
 
 passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
 skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' "$out" || true)

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * syslet_demo: submits one batch of real system calls through the ring,
- * runs it with one ioctl, and prints each result and the fdinfo counters.
+ * runs it with one ioctl, and prints each result and the fdinfo counters;
+ * then shows a raw handoff, and the program going on with libsyslet's
+ * runtime while its read() blocks.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -72,6 +74,53 @@ static void demo_handoff(void)
 	}
 }
 
+static void *late_writer(void *arg)
+{
+	usleep(300 * 1000);
+	if (write(*(int *)arg, "arrived", 7) != 7)
+		perror("write");
+	return NULL;
+}
+
+/* Prints the thread it runs on: not inlined, so the tid is asked afresh. */
+static __attribute__((noinline)) void say(const char *what)
+{
+	printf("%s (tid %ld)\n", what, (long)syscall(__NR_gettid));
+}
+
+/*
+ * libsyslet's runtime: the read blocks, a spare goes on with this very
+ * function, and the completion arrives later in the ring.
+ */
+static void demo_program_goes_on(void)
+{
+	static struct syslet_ring r;	/* outlives this function: spares park on it */
+	pthread_t writer;
+	char buf[16] = { 0 };
+	int p[2], ret;
+
+	printf("\nthe program goes on: syslet_submit_async() of a read() that blocks\n");
+	if (syslet_queue_init(&r, 4, 0) || pipe(p) || syslet_pool_start(&r, NULL))
+		return;
+	while (syslet_fdinfo_counter(r.fd, "spares_parked") < 1)
+		usleep(1000);
+	syslet_prep(syslet_get_sqe(&r), __NR_read, p[0], (uintptr_t)buf, sizeof(buf) - 1, 0, 0, 0);
+	pthread_create(&writer, NULL, late_writer, &p[1]);
+	say("  submitting");
+	ret = syslet_submit_async(&r, 1);
+	say(ret == SYSLET_WENT_ASYNC ? "  read() blocked; the program went on" :
+				       "  read() did not block");
+	ret = syslet_wait(&r, 1, -1);
+	if (ret > 0) {
+		struct syslet_cqe *cqe = syslet_peek_cqe(&r);
+
+		printf("  completion: res %lld \"%s\"%s\n", (long long)cqe->res, buf,
+		       cqe->flags & SYSLET_CQE_F_ASYNC ? " async" : "");
+		syslet_cqe_seen(&r);
+	}
+	pthread_join(writer, NULL);
+}
+
 int main(void)
 {
 	char buf[256] = { 0 }, path[64], line[128], uts[390];
@@ -125,6 +174,7 @@ int main(void)
 	printf("uname: %s %s\n", uts, uts + 2 * 65);
 
 	demo_handoff();
+	demo_program_goes_on();
 
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring.fd);
 	f = fopen(path, "r");

@@ -48,7 +48,7 @@
 
 /* The pool of one ring. */
 struct syslet_pool {
-	struct syslet_ring *ring;
+	int fd;				/* the ring's descriptor, for spares */
 	unsigned int min_spares;
 	unsigned int max_spares;
 	long long idle_ns;
@@ -193,7 +193,7 @@ __attribute__((noreturn)) static void spare_loop(struct syslet_pool *pool,
 		if (atomic_load(&pool->threads) > pool->min_spares)
 			park.timeout_ns = pool->idle_ns;
 		atomic_fetch_add(&pool->parked, 1);
-		ret = syscall(SYS_ioctl, pool->ring->fd, SYSLET_IOC_PARK, &park);
+		ret = syscall(SYS_ioctl, pool->fd, SYSLET_IOC_PARK, &park);
 		atomic_fetch_sub(&pool->parked, 1);
 		if (ret == 0) {
 			atomic_fetch_add(&pool->handoffs, 1);
@@ -295,7 +295,7 @@ LIBSYSLET_API int syslet_pool_start(struct syslet_ring *ring, const struct sysle
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
-	pool->ring = ring;
+	pool->fd = ring->fd;
 	pool->min_spares = p.min_spares;
 	pool->max_spares = p.max_spares;
 	pool->idle_ns = (long long)(p.idle_ms ? p.idle_ms : 1) * 1000 * 1000;
@@ -325,10 +325,10 @@ LIBSYSLET_API void syslet_pool_stats(struct syslet_ring *ring, struct syslet_poo
 }
 
 /* After a submit: a call found no spare, so start one if the bound allows. */
-static void pool_grow_if_asked(struct syslet_pool *pool)
+static void pool_grow_if_asked(struct syslet_pool *pool, struct syslet_ring *ring)
 {
 	/* Pairs with the kernel's store-release of the flags. */
-	unsigned int flags = __atomic_load_n(&pool->ring->hdr->flags, __ATOMIC_ACQUIRE);
+	unsigned int flags = __atomic_load_n(&ring->hdr->flags, __ATOMIC_ACQUIRE);
 
 	if ((flags & SYSLET_RING_NEED_SPARE) && !atomic_load(&pool->parked))
 		pool_spawn(pool);
@@ -355,7 +355,7 @@ LIBSYSLET_API int syslet_submit_async(struct syslet_ring *ring, unsigned int cou
 	 */
 	if (ret == SYSLET_WENT_ASYNC)
 		atomic_fetch_add(&pool->went_async, 1);
-	pool_grow_if_asked(pool);
+	pool_grow_if_asked(pool, ring);
 	return ret < 0 ? (int)ret : ret == SYSLET_WENT_ASYNC ? SYSLET_WENT_ASYNC : (int)ret;
 }
 
