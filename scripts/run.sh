@@ -5,12 +5,16 @@
 # and the sample, boot the kernel under virtme-ng, insert the module and run
 # samples/syslet/syslet_demo, which prints each atom's result and fdinfo,
 # then samples/syslet/syslet_bench (ratios against plain system calls,
-# io_uring and threads, measured in the same run).
+# io_uring and threads, measured in the same run), then the application,
+# samples/syslet/syslet_du, over a generated tree (scripts/du-tree.sh),
+# cold and warm, against a thread pool and a plain loop (scripts/guest-du.sh).
 
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 . "$REPO/scripts/guest.sh"
 
 prepare_guest release
+image=$("$REPO/scripts/du-tree.sh")
 run_guest "insmod '$REPO/drivers/syslet/syslet.ko' && '$OUT/samples/syslet_demo' && echo &&
-	'$OUT/samples/syslet_bench' && rmmod syslet"
+	'$OUT/samples/syslet_bench' && echo &&
+	'$REPO/scripts/guest-du.sh' '$OUT/samples/syslet_du' '$image' && rmmod syslet"

@@ -279,6 +279,42 @@ TEST_F(runtime, pool_bound_holds_under_a_burst)
 		pthread_join(w[i].thread, NULL);
 }
 
+static volatile sig_atomic_t usr1_seen;
+
+static void on_usr1(int sig)
+{
+	usr1_seen = 1;
+}
+
+/*
+ * A signal to the process while the program runs on a spare and its call
+ * is blocked on the original thread: the handler runs, and the blocked
+ * call completes exactly once (with its data, or -EINTR if the signal
+ * landed on the thread blocked in it).
+ */
+TEST_F(runtime, signal_during_handoff)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	struct syslet_cqe cqe;
+	char buf[8] = { 0 };
+
+	ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
+	ASSERT_EQ(0, syslet_pool_start(&self->ring, NULL));
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	queue_read(&self->ring, self->pipe[0], buf, 4, 9);
+	ASSERT_EQ(SYSLET_WENT_ASYNC, syslet_submit_async(&self->ring, 1));
+	ASSERT_EQ(0, kill(getpid(), SIGUSR1));
+	for (int i = 0; i < 2000 && !usr1_seen; i++)
+		usleep(1000);
+	EXPECT_TRUE(usr1_seen);
+	ASSERT_EQ(4, write(self->pipe[1], "data", 4));
+	cqe = next_cqe(&self->ring);
+	EXPECT_EQ(9, cqe.user_data);
+	EXPECT_TRUE(cqe.res == 4 || cqe.res == -EINTR) TH_LOG("res %lld", (long long)cqe.res);
+	EXPECT_EQ(SYSLET_CQE_F_ASYNC, cqe.flags & SYSLET_CQE_F_ASYNC);
+	EXPECT_EQ(NULL, syslet_peek_cqe(&self->ring));
+}
+
 /*
  * kill -9 while calls are blocked and the program runs on a spare: the
  * process dies, nothing hangs (the suite's rmmod then proves nothing
