@@ -71,18 +71,37 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* ---- sequential -------------------------------------------------------- */
+/* ---- plain calls: the sequential loop and the thread pool ------------- */
 
-static void seq_walk(const char *path, struct totals *t)
+/* Hashes the contents of regular file @path with plain calls, in @data. */
+static uint64_t plain_hash_file(const char *path, char *data)
 {
-	char *buf = malloc(READ_CHUNK);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint64_t h = FNV_INIT;
+	long r;
+
+	while (fd >= 0 && (r = read(fd, data, READ_CHUNK)) > 0)
+		h = fnv(h, (void *)data, r);
+	if (fd >= 0)
+		close(fd);
+	return h;
+}
+
+/*
+ * Walks the entries of directory @path with plain calls: regular files are
+ * hashed and counted into @t, subdirectories handed to @subdir, which takes
+ * the path it is given. @dents and @data are the caller's buffers.
+ */
+static void plain_dir(const char *path, struct totals *t, char *dents, char *data,
+		      void (*subdir)(void *ctx, char *child), void *ctx)
+{
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	long n;
 
 	t->dirs++;
-	while (fd >= 0 && (n = syscall(SYS_getdents64, fd, buf, DENTS_BUF)) > 0) {
+	while (fd >= 0 && (n = syscall(SYS_getdents64, fd, dents, DENTS_BUF)) > 0) {
 		for (long off = 0; off < n;) {
-			struct linux_dirent64 *d = (void *)(buf + off);
+			struct linux_dirent64 *d = (void *)(dents + off);
 			struct statx stx;
 			char *child;
 
@@ -95,28 +114,36 @@ static void seq_walk(const char *path, struct totals *t)
 				continue;
 			}
 			if (S_ISDIR(stx.stx_mode)) {
-				seq_walk(child, t);
-			} else if (S_ISREG(stx.stx_mode)) {
-				char *data = malloc(READ_CHUNK);
-				int ffd = open(child, O_RDONLY | O_CLOEXEC);
-				uint64_t h = FNV_INIT;
-				long r;
-
-				while (ffd >= 0 && (r = read(ffd, data, READ_CHUNK)) > 0)
-					h = fnv(h, (void *)data, r);
-				if (ffd >= 0)
-					close(ffd);
-				free(data);
+				subdir(ctx, child);
+				continue;
+			}
+			if (S_ISREG(stx.stx_mode)) {
 				t->files++;
 				t->bytes += stx.stx_size;
-				t->sum += h;
+				t->sum += plain_hash_file(child, data);
 			}
 			free(child);
 		}
 	}
 	if (fd >= 0)
 		close(fd);
-	free(buf);
+}
+
+static void seq_walk(const char *path, struct totals *t);
+
+static void seq_subdir(void *ctx, char *child)
+{
+	seq_walk(child, ctx);
+	free(child);
+}
+
+static void seq_walk(const char *path, struct totals *t)
+{
+	char *dents = malloc(DENTS_BUF), *data = malloc(READ_CHUNK);
+
+	plain_dir(path, t, dents, data, seq_subdir, t);
+	free(dents);
+	free(data);
 }
 
 /* ---- thread pool ------------------------------------------------------- */
@@ -140,6 +167,15 @@ static void pq_push(struct pool_queue *q, char *path)
 	pthread_cond_signal(&q->cond);
 }
 
+static void pool_subdir(void *ctx, char *child)
+{
+	struct pool_queue *q = ctx;
+
+	pthread_mutex_lock(&q->lock);
+	pq_push(q, child);
+	pthread_mutex_unlock(&q->lock);
+}
+
 static void *pool_worker(void *arg)
 {
 	struct pool_queue *q = arg;
@@ -149,8 +185,6 @@ static void *pool_worker(void *arg)
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		char *path;
-		long n;
-		int fd;
 
 		while (!q->n && q->busy)
 			pthread_cond_wait(&q->cond, &q->lock);
@@ -160,47 +194,7 @@ static void *pool_worker(void *arg)
 		q->busy++;
 		pthread_mutex_unlock(&q->lock);
 
-		t.dirs++;
-		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		while (fd >= 0 && (n = syscall(SYS_getdents64, fd, buf, DENTS_BUF)) > 0) {
-			for (long off = 0; off < n;) {
-				struct linux_dirent64 *d = (void *)(buf + off);
-				struct statx stx;
-				char *child;
-
-				off += d->d_reclen;
-				if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
-					continue;
-				child = join(path, d->d_name);
-				if (statx(AT_FDCWD, child, AT_SYMLINK_NOFOLLOW,
-					  STATX_TYPE | STATX_SIZE, &stx)) {
-					free(child);
-					continue;
-				}
-				if (S_ISDIR(stx.stx_mode)) {
-					pthread_mutex_lock(&q->lock);
-					pq_push(q, child);
-					pthread_mutex_unlock(&q->lock);
-					continue;
-				}
-				if (S_ISREG(stx.stx_mode)) {
-					int ffd = open(child, O_RDONLY | O_CLOEXEC);
-					uint64_t h = FNV_INIT;
-					long r;
-
-					while (ffd >= 0 && (r = read(ffd, data, READ_CHUNK)) > 0)
-						h = fnv(h, (void *)data, r);
-					if (ffd >= 0)
-						close(ffd);
-					t.files++;
-					t.bytes += stx.stx_size;
-					t.sum += h;
-				}
-				free(child);
-			}
-		}
-		if (fd >= 0)
-			close(fd);
+		plain_dir(path, &t, buf, data, pool_subdir, q);
 		free(path);
 		pthread_mutex_lock(&q->lock);
 		q->busy--;
