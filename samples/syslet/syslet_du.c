@@ -501,10 +501,15 @@ int main(int argc, char **argv)
 	}
 	printf("%-6s %8.3f s  %llu bytes in %llu files, %llu dirs, checksum %016llx", mode, took,
 	       t.bytes, t.files, t.dirs, t.sum);
-	if (!strcmp(mode, "syslet"))
+	if (!strcmp(mode, "syslet")) {
+		struct syslet_pool_stats stats;
+
+		syslet_pool_stats(&w.ring, &stats);
 		printf("  (calls: %lu inline, %lu async; the loop went on %lu times while a call "
-		       "blocked, of %lu batches)", w.inline_done, w.async_done, w.went_async,
-		       w.batches);
+		       "blocked, of %lu batches; spares: peak %u pool threads, at most %u out of "
+		       "PARK at once)", w.inline_done, w.async_done, w.went_async, w.batches,
+		       stats.peak_threads, stats.peak_busy);
+	}
 	printf("\n");
 	return 0;
 }
