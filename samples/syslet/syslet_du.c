@@ -282,7 +282,7 @@ static void add_task(struct walker *w, char *path, int is_dir)
 
 static void finish_task(struct walker *w, struct task *task)
 {
-	if (task->is_dir)
+	if (task->is_dir == 1)
 		w->t.dirs++;
 	else if (task->is_dir == 0) {
 		w->t.files++;
@@ -446,8 +446,11 @@ static int syslet_walk(const char *root, unsigned int batch, struct totals *t, s
 		}
 		reap(w);
 		/* Nothing to submit: wait for a step that blocked. */
-		if (!w->ready && w->in_flight && syslet_wait(&w->ring, 1, -1) < 0)
-			return -EIO;
+		if (!w->ready && w->in_flight) {
+			ret = syslet_wait(&w->ring, 1, -1);
+			if (ret < 0 && ret != -EINTR)
+				return ret;
+		}
 		reap(w);
 	}
 	*t = w->t;

@@ -19,6 +19,11 @@
  *	48	rbp
  *	56	return address (pushed by the caller's call)
  *
+ * Not carried: the protection-key register (PKRU) is the thread's, so a
+ * program using pkey_set() sees the spare's; and a CET shadow stack would
+ * refuse syslet__resume()'s return (this file has no GNU property note, so
+ * the library is built without it).
+ *
  * No function here has unwind information on purpose: the exec stack has
  * no caller, and an unwinder (pthread_exit's, a debugger's) must stop here
  * rather than walk into another thread's stack.
@@ -28,7 +33,7 @@
 
 /*
  * long syslet__switch_and_exec(struct syslet_ring *ring, unsigned int count,
- *				void *exec_stack_top);
+ *				void *exec_stack_top, struct syslet_pool *pool);
  *
  * Saves the continuation, moves to @exec_stack_top (this thread's own exec
  * stack, 16-byte aligned) and calls syslet__exec_cont(ring, count, cookie).
@@ -51,7 +56,8 @@ syslet__switch_and_exec:
 	subq	$8, %rsp		/* room for the two control words */
 	stmxcsr	(%rsp)			/* SSE rounding and exception masks */
 	fnstcw	4(%rsp)			/* x87 precision, rounding and masks */
-	movq	%rdi, %r12		/* the ring, kept for the handed-off path */
+	movq	%rcx, %r12		/* the pool, kept for the handed-off path: the ring
+					 * may be gone by then (the program runs elsewhere) */
 	movq	%rsp, %rbx		/* the cookie: where the continuation is */
 	movq	%rdx, %rsp		/* onto the exec stack; the program's stack is left as is */
 	movq	%rbx, %rdx		/* third argument: the cookie */

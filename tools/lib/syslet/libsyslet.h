@@ -63,10 +63,15 @@ struct syslet_ring {
  * syslet_submit_async(), errno, pthread_self() and thread-local variables
  * may still refer to the old thread (the kselftests saw exactly that with
  * gcc -O2). Look them up only in a function of its own (not inlined) that
- * runs after the call returned. Only a program on the main thread's stack can move (its
+ * runs after the call returned. Also per thread, and not carried: the
+ * protection-key register (pkey_set()), and the owner of locks that
+ * record one (recursive, error-checking and PI mutexes, flockfile()):
+ * hold none across a submit. Signal handlers may run on a parked spare's
+ * 64 KiB exec stack: keep them small. Only a program on the main thread's stack can move (its
  * main() may return on any thread: exit() is right everywhere); from any
  * other stack the submission runs without a continuation and a call that
- * blocks blocks the caller.
+ * blocks blocks the caller. A thread belongs to at most one pool: a
+ * submit to another ring's pool from it also runs without a continuation.
  */
 #define SYSLET_WENT_ASYNC	(1 << 30)
 

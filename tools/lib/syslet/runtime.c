@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
@@ -48,12 +49,13 @@
 
 /* The pool of one ring. */
 struct syslet_pool {
-	int fd;				/* the ring's descriptor, for spares */
+	int fd;				/* a duplicate of the ring's descriptor, for spares */
 	unsigned int min_spares;
 	unsigned int max_spares;
 	long long idle_ns;
 	atomic_uint threads;		/* pool threads alive */
 	atomic_uint parked;		/* threads in SYSLET_IOC_PARK now */
+	atomic_uint starting;		/* threads started, not parked yet */
 	atomic_uint peak_threads;
 	atomic_uint peak_parked_gap;	/* most threads out of PARK at once */
 	atomic_ulong handoffs;		/* continuations resumed by a spare */
@@ -66,7 +68,7 @@ struct syslet_thread {
 	void *exec_stack;		/* mapping, guard page first */
 	void *exec_stack_top;
 	struct syslet_pool *pool;	/* a pool thread's pool */
-	int joined;			/* another thread that joined a pool as a spare */
+	struct syslet_pool *joined;	/* the pool another thread joined as a spare */
 	sigjmp_buf home;		/* a pool thread's way out, on its own stack */
 };
 
@@ -81,8 +83,11 @@ __attribute__((constructor)) static void syslet_find_main_stack(void)
 	size_t size;
 	void *addr;
 
-	/* Constructors run on the main thread. */
-	if (pthread_getattr_np(pthread_self(), &attr))
+	/*
+	 * Constructors run on the main thread, unless the library is loaded
+	 * later from another thread: then no stack may move.
+	 */
+	if (syscall(SYS_gettid) != getpid() || pthread_getattr_np(pthread_self(), &attr))
 		return;
 	if (!pthread_attr_getstack(&attr, &addr, &size)) {
 		main_stack_lo = (uintptr_t)addr;
@@ -130,8 +135,8 @@ static void self_free(struct syslet_thread *self)
 }
 
 /* In cont_x86_64.S. */
-long syslet__switch_and_exec(struct syslet_ring *ring, unsigned int count, void *exec_stack_top)
-	__attribute__((visibility("hidden")));
+long syslet__switch_and_exec(struct syslet_ring *ring, unsigned int count, void *exec_stack_top,
+			     struct syslet_pool *pool) __attribute__((visibility("hidden")));
 void syslet__resume(void *cookie, long result) __attribute__((visibility("hidden"), noreturn));
 
 /* Called on the exec stack: SYSLET_IOC_EXEC naming the continuation at @cookie. */
@@ -146,10 +151,12 @@ __attribute__((visibility("hidden"))) long syslet__exec_cont(struct syslet_ring 
 
 static void pool_note_out_of_park(struct syslet_pool *pool)
 {
-	unsigned int out = atomic_load(&pool->threads) - atomic_load(&pool->parked);
+	/* Two loads, not one snapshot: clamp what a join in between makes negative. */
+	int out = (int)atomic_load(&pool->threads) - (int)atomic_load(&pool->parked);
 	unsigned int peak = atomic_load(&pool->peak_parked_gap);
 
-	while (out > peak && !atomic_compare_exchange_weak(&pool->peak_parked_gap, &peak, out))
+	while (out > (int)peak &&
+	       !atomic_compare_exchange_weak(&pool->peak_parked_gap, &peak, (unsigned int)out))
 		;
 }
 
@@ -166,15 +173,16 @@ __attribute__((noreturn)) static void spare_leave(struct syslet_thread *self)
 	__builtin_unreachable();
 }
 
-/* Returns whether a thread may leave an idle pool (and counts it out). */
+/*
+ * Returns whether an idle spare may leave (and counts it out): only while
+ * at least min_spares others stay parked, so the pool keeps its reserve.
+ */
 static int pool_retire(struct syslet_pool *pool)
 {
-	unsigned int n = atomic_load(&pool->threads);
-
-	while (n > pool->min_spares)
-		if (atomic_compare_exchange_weak(&pool->threads, &n, n - 1))
-			return 1;
-	return 0;
+	if (atomic_load(&pool->parked) < pool->min_spares)
+		return 0;
+	atomic_fetch_sub(&pool->threads, 1);
+	return 1;
 }
 
 /*
@@ -190,7 +198,11 @@ __attribute__((noreturn)) static void spare_loop(struct syslet_pool *pool,
 
 		if (atomic_load(&pool->stopping))
 			break;
-		if (atomic_load(&pool->threads) > pool->min_spares)
+		/*
+		 * Only a pool thread may leave when idle: the main thread has
+		 * no stack of its own to go back to (see spare_leave()).
+		 */
+		if (self->pool && atomic_load(&pool->parked) >= pool->min_spares)
 			park.timeout_ns = pool->idle_ns;
 		atomic_fetch_add(&pool->parked, 1);
 		ret = syscall(SYS_ioctl, pool->fd, SYSLET_IOC_PARK, &park);
@@ -217,18 +229,20 @@ retired:
  * Called on the exec stack of a thread whose continuation a spare took over:
  * the thread becomes a spare itself.
  */
-__attribute__((visibility("hidden"), noreturn)) void syslet__become_spare(struct syslet_ring *ring)
+__attribute__((visibility("hidden"), noreturn)) void syslet__become_spare(struct syslet_pool *pool)
 {
 	struct syslet_thread *self = syslet_self;
-	struct syslet_pool *pool = ring->pool;
 
 	/*
-	 * A thread that is not a pool thread (the main thread) joins the pool,
-	 * once; it has no home to go back to (see spare_leave()).
+	 * @pool was loaded before the exec, not from the ring: the program,
+	 * elsewhere now, may have freed the ring. A thread that is not a pool
+	 * thread (the main thread) joins the pool, once; it has no home to go
+	 * back to (see spare_leave()). syslet_submit_async() keeps every thread
+	 * to one pool.
 	 */
 	if (!self->pool && !self->joined) {
 		atomic_fetch_add(&pool->threads, 1);
-		self->joined = 1;
+		self->joined = pool;
 	}
 	spare_loop(pool, self);
 }
@@ -238,6 +252,7 @@ static void *pool_thread_main(void *arg)
 	struct syslet_pool *pool = arg;
 	struct syslet_thread *self = self_get();
 
+	atomic_fetch_sub(&pool->starting, 1);
 	if (!self) {
 		atomic_fetch_sub(&pool->threads, 1);
 		return NULL;
@@ -259,9 +274,10 @@ static int pool_spawn(struct syslet_pool *pool)
 	int err;
 
 	do {
-		if (n >= pool->max_spares)
+		if (n >= pool->max_spares || atomic_load(&pool->stopping))
 			return -EAGAIN;
 	} while (!atomic_compare_exchange_weak(&pool->threads, &n, n + 1));
+	atomic_fetch_add(&pool->starting, 1);
 	n++;
 	for (unsigned int peak = atomic_load(&pool->peak_threads);
 	     n > peak && !atomic_compare_exchange_weak(&pool->peak_threads, &peak, n);)
@@ -271,6 +287,7 @@ static int pool_spawn(struct syslet_pool *pool)
 	err = pthread_create(&thread, &attr, pool_thread_main, pool);
 	pthread_attr_destroy(&attr);
 	if (err) {
+		atomic_fetch_sub(&pool->starting, 1);
 		atomic_fetch_sub(&pool->threads, 1);
 		return -err;
 	}
@@ -295,7 +312,12 @@ LIBSYSLET_API int syslet_pool_start(struct syslet_ring *ring, const struct sysle
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
-	pool->fd = ring->fd;
+	/* Its own descriptor: the ring's number may be reused after syslet_queue_exit(). */
+	pool->fd = fcntl(ring->fd, F_DUPFD_CLOEXEC, 0);
+	if (pool->fd < 0) {
+		free(pool);
+		return -errno;
+	}
 	pool->min_spares = p.min_spares;
 	pool->max_spares = p.max_spares;
 	pool->idle_ns = (long long)(p.idle_ms ? p.idle_ms : 1) * 1000 * 1000;
@@ -303,8 +325,11 @@ LIBSYSLET_API int syslet_pool_start(struct syslet_ring *ring, const struct sysle
 	for (unsigned int i = 0; i < p.min_spares; i++) {
 		int err = pool_spawn(pool);
 
-		if (err)
+		if (err) {
+			/* The threads started leave when they see it stopping. */
+			syslet_pool_stop(ring);
 			return err;
+		}
 	}
 	return 0;
 }
@@ -330,7 +355,9 @@ static void pool_grow_if_asked(struct syslet_pool *pool, struct syslet_ring *rin
 	/* Pairs with the kernel's store-release of the flags. */
 	unsigned int flags = __atomic_load_n(&ring->hdr->flags, __ATOMIC_ACQUIRE);
 
-	if ((flags & SYSLET_RING_NEED_SPARE) && !atomic_load(&pool->parked))
+	/* One thread per lack: not again while one is on its way to PARK. */
+	if ((flags & SYSLET_RING_NEED_SPARE) && !atomic_load(&pool->parked) &&
+	    !atomic_load(&pool->starting))
 		pool_spawn(pool);
 }
 
@@ -344,11 +371,12 @@ LIBSYSLET_API int syslet_submit_async(struct syslet_ring *ring, unsigned int cou
 	 * Without a pool, or off the main stack (see the top of this file),
 	 * the submission runs without a continuation.
 	 */
-	if (!pool || !on_main_stack() || !(self = self_get()))
+	if (!pool || !on_main_stack() || !(self = self_get()) ||
+	    (self->pool && self->pool != pool) || (self->joined && self->joined != pool))
 		return syslet_submit_n(ring, count);
 	/* Pairs with the kernel's load-acquire of sq_tail. */
 	__atomic_store_n(&ring->hdr->sq_tail, ring->sq_tail, __ATOMIC_RELEASE);
-	ret = syslet__switch_and_exec(ring, count, self->exec_stack_top);
+	ret = syslet__switch_and_exec(ring, count, self->exec_stack_top, pool);
 	/*
 	 * From here on this may be another thread: nothing thread-local read
 	 * before the call (self, errno's address) may be used.
@@ -365,9 +393,12 @@ LIBSYSLET_API void syslet_pool_stop(struct syslet_ring *ring)
 
 	if (!pool)
 		return;
+	/* No more continuations for it, no more threads; spares leave at the next wakeup. */
+	ring->pool = NULL;
 	atomic_store(&pool->stopping, 1);
 	/*
-	 * Spares leave when the descriptor closes (ESHUTDOWN); the pool itself
-	 * stays allocated: a thread may still be on its way out of it.
+	 * Spares parked without a time limit leave when the descriptor closes
+	 * (ESHUTDOWN); the pool itself stays allocated, since a thread may
+	 * still be on its way out of it.
 	 */
 }

@@ -35,7 +35,7 @@ impl Executor {
 
     /// Runs `ops` in order and returns their completions, in order. The fallback stops a chain
     /// at its first failure as the ring does.
-    pub fn run(&mut self, ops: Vec<Request>) -> io::Result<Vec<Completion>> {
+    pub fn run(&mut self, ops: Vec<Request<'_>>) -> io::Result<Vec<Completion>> {
         match self {
             Executor::Syslet(ring) => ring.run(ops),
             Executor::Direct => Ok(Fallback::run(ops)),
@@ -45,7 +45,7 @@ impl Executor {
 
 impl Fallback {
     /// Runs `ops` as plain system calls.
-    pub fn run(ops: Vec<Request>) -> Vec<Completion> {
+    pub fn run(ops: Vec<Request<'_>>) -> Vec<Completion> {
         let mut chain_failed = false;
         ops.into_iter()
             .map(|op| {

@@ -58,7 +58,7 @@ mod tests {
     fn fallback_chain_stops_at_first_error() {
         let path = std::ffi::CString::new("/nonexistent/syslet").unwrap();
         let done = Fallback::run(vec![
-            op::openat(op::AT_FDCWD, &path, 0, 0).link(),
+            op::openat(None, &path, 0, 0).link(),
             op::getppid(),
             op::getppid(),
         ]);
@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn fallback_openat_owns_the_descriptor() {
         let path = std::ffi::CString::new("/proc/self/status").unwrap();
-        let mut done = Fallback::run(vec![op::openat(op::AT_FDCWD, &path, 0, 0), op::getppid()]);
+        let mut done = Fallback::run(vec![op::openat(None, &path, 0, 0), op::getppid()]);
         let ppid = done.pop().unwrap();
         assert!(ppid.into_fd().is_err());
         assert!(done.pop().unwrap().into_fd().is_ok());

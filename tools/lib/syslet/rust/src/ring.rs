@@ -91,7 +91,7 @@ impl Ring {
     ///
     /// Fails with `WouldBlock` if the batch is larger than the ring. A linked operation
     /// ([`Request::link`]) that fails cancels the rest of its chain (`ECANCELED`).
-    pub fn run(&mut self, ops: Vec<Request>) -> io::Result<Vec<Completion>> {
+    pub fn run(&mut self, ops: Vec<Request<'_>>) -> io::Result<Vec<Completion>> {
         let n = ops.len();
         if n > self.raw.sq_entries() as usize {
             return Err(io::ErrorKind::WouldBlock.into());

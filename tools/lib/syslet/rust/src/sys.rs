@@ -13,6 +13,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -130,37 +131,49 @@ impl Buf {
 /// Every pointer in `args` is valid, for what `nr` does with it, until the call completes:
 /// either it is `buf`'s address at index `buf_arg` (set by [`RawRing::submit`]) with the
 /// lengths in `args` within `buf`, or the creator of a [`Request::raw`] promised it.
+///
+/// `'fd` is the lifetime of the descriptors it names: a request cannot outlive a borrowed
+/// descriptor and then act on whatever file reuses the number.
 #[derive(Debug)]
-pub struct Request {
+pub struct Request<'fd> {
     pub(crate) nr: u32,
     pub(crate) args: [u64; 6],
     pub(crate) flags: u32,
     pub(crate) buf: Option<(usize, Buf)>,
     /// The call returns a new descriptor for this process (openat).
     pub(crate) opens_fd: bool,
+    /// The call closes a descriptor the request owns (close).
+    pub(crate) closes_fd: bool,
+    pub(crate) _fds: PhantomData<BorrowedFd<'fd>>,
 }
 
-impl Request {
+impl<'fd> Request<'fd> {
     /// A call with no pointer arguments, or only pointers to the `'static` data `args` names.
     pub(crate) fn plain(nr: u32, args: [u64; 6]) -> Self {
-        Self { nr, args, flags: 0, buf: None, opens_fd: false }
+        Self { nr, args, flags: 0, buf: None, opens_fd: false, closes_fd: false, _fds: PhantomData }
     }
 
     /// A call whose argument `arg` is the address of `buf`; the other arguments must keep the
     /// call within `buf` (the crate's typed operations do).
     pub(crate) fn with_buf(nr: u32, args: [u64; 6], arg: usize, buf: Buf) -> Self {
-        Self { nr, args, flags: 0, buf: Some((arg, buf)), opens_fd: false }
+        Self { buf: Some((arg, buf)), ..Self::plain(nr, args) }
     }
+}
 
+impl Request<'static> {
     /// Any system call by number and arguments.
     ///
     /// # Safety
     ///
     /// Every pointer in `args` must be valid, for what system call `nr` does with it, until its
-    /// completion has been taken from the ring.
+    /// completion has been taken from the ring, and every descriptor it names must stay open
+    /// (and not be closed by the call unless the caller gives up its ownership) until then.
     pub unsafe fn raw(nr: u32, args: [u64; 6]) -> Self {
         Self::plain(nr, args)
     }
+}
+
+impl Request<'_> {
 
     /// Links this request to the next one: if it fails, the rest of the chain is cancelled.
     pub fn link(mut self) -> Self {
@@ -253,7 +266,7 @@ impl RawRing {
     /// Requests the kernel did not consume (its completion ring was full) are dropped with
     /// their buffers. Every consumed request has completed when this returns: take the
     /// completions with [`RawRing::take_completion`].
-    pub fn submit(&mut self, requests: Vec<Request>) -> io::Result<u32> {
+    pub fn submit(&mut self, requests: Vec<Request<'_>>) -> io::Result<u32> {
         let head = self.header().sq_head.load(Ordering::Acquire);
         let room = self.params.sq_entries - self.sq_tail.wrapping_sub(head);
         if requests.len() > room as usize || requests.len() > self.free.len() {
@@ -333,9 +346,12 @@ impl RawRing {
             })
             .unwrap_or((None, false));
         let fd = match i32::try_from(cqe.res) {
-            // SAFETY: An `openat` this ring submitted returned this descriptor: the kernel just
-            // created it for this process, and nothing else was told of it.
-            Ok(fd) if opens_fd && fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            // SAFETY: An `openat` this ring submitted ran (it was not refused: a seccomp
+            // ERRNO(0) completes a skipped call with 0) and returned this descriptor: the kernel
+            // just created it for this process, and nothing else was told of it.
+            Ok(fd) if opens_fd && fd >= 0 && cqe.flags & CQE_F_REFUSED == 0 => {
+                Some(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
             _ => None,
         };
         Some(Taken { cqe, buf, fd })
@@ -373,50 +389,66 @@ impl RawRing {
     }
 }
 
-/// Runs `request` as a plain system call, for the fallback: the typed operations only.
+/// Runs `request` as a plain system call, for the fallback: the typed operations only (a raw
+/// request fails with `ENOSYS`).
 ///
 /// Returns the result as the ring would (`-errno` on failure), and what the request owned.
-pub fn run_direct(request: Request) -> Taken {
-    let fd_arg = request.args[0] as i32;
-    // SAFETY: The number came from a `BorrowedFd` (or `AT_FDCWD`) when the typed operation was
-    // built; rustix only hands it to the kernel, which fails with EBADF (or acts on the file
-    // that has the number now) exactly as it would for the ring's submission.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd_arg) };
+pub fn run_direct(request: Request<'_>) -> Taken {
+    let Request { nr, args, buf, opens_fd, closes_fd, .. } = request;
+    let mut buf = buf.map(|(_, b)| b);
+    let mut fd_out = None;
     let to_res = |r: rustix::io::Result<usize>| match r {
         Ok(n) => n as i64,
         Err(e) => -i64::from(e.raw_os_error()),
     };
-    let Request { nr, args, buf, opens_fd, .. } = request;
-    let mut buf = buf.map(|(_, b)| b);
-    let mut fd_out = None;
-    let res = match (nr, buf.as_mut()) {
-        (0, Some(Buf::Bytes(v))) => to_res(rustix::io::read(fd, &mut v[..args[2] as usize])),
-        (1, Some(Buf::Bytes(v))) => to_res(rustix::io::write(fd, &v[..args[2] as usize])),
-        (257, Some(Buf::Path(p))) if opens_fd => {
-            let dirfd = if fd_arg == -100 { rustix::fs::CWD } else { fd };
-            match rustix::fs::openat(
-                dirfd,
-                p.as_c_str(),
-                OFlags::from_bits_retain(args[2] as u32),
-                Mode::from_bits_retain(args[3] as u32),
-            ) {
-                Ok(owned) => {
-                    let raw = std::os::fd::AsRawFd::as_raw_fd(&owned);
-                    fd_out = Some(owned);
-                    i64::from(raw)
+    let typed = closes_fd || opens_fd || buf.is_some() || nr == 74 || nr == 110;
+    let res = if !typed {
+        -38 // ENOSYS: no plain equivalent here for a raw request
+    } else {
+        let fd_arg = args[0] as i32;
+        // SAFETY: A typed request names a descriptor it borrowed for `'fd` (still open: the
+        // request's lifetime is bounded by the borrow) or owns (close), or AT_FDCWD (openat,
+        // handled apart below).
+        let fd = || unsafe { BorrowedFd::borrow_raw(fd_arg) };
+        match (nr, buf.as_mut()) {
+            (0, Some(Buf::Bytes(v))) => to_res(rustix::io::read(fd(), &mut v[..args[2] as usize])),
+            (1, Some(Buf::Bytes(v))) => to_res(rustix::io::write(fd(), &v[..args[2] as usize])),
+            (257, Some(Buf::Path(p))) => {
+                let opened = if fd_arg == -100 {
+                    rustix::fs::openat(
+                        rustix::fs::CWD,
+                        p.as_c_str(),
+                        OFlags::from_bits_retain(args[2] as u32),
+                        Mode::from_bits_retain(args[3] as u32),
+                    )
+                } else {
+                    rustix::fs::openat(
+                        fd(),
+                        p.as_c_str(),
+                        OFlags::from_bits_retain(args[2] as u32),
+                        Mode::from_bits_retain(args[3] as u32),
+                    )
+                };
+                match opened {
+                    Ok(owned) => {
+                        let raw = std::os::fd::AsRawFd::as_raw_fd(&owned);
+                        fd_out = Some(owned);
+                        i64::from(raw)
+                    }
+                    Err(e) => -i64::from(e.raw_os_error()),
                 }
-                Err(e) => -i64::from(e.raw_os_error()),
             }
+            (3, None) if closes_fd => {
+                // SAFETY: `op::close` took the descriptor's ownership into the request.
+                drop(unsafe { OwnedFd::from_raw_fd(fd_arg) });
+                0
+            }
+            (74, None) => to_res(rustix::fs::fsync(fd()).map(|()| 0)),
+            (110, None) => {
+                i64::from(rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()))
+            }
+            _ => -38,
         }
-        (3, None) => {
-            // SAFETY: `op::close` took the descriptor's ownership into the request.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd_arg) };
-            drop(owned);
-            0
-        }
-        (74, None) => to_res(rustix::fs::fsync(fd).map(|()| 0)),
-        (110, None) => i64::from(rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())),
-        _ => -38, // ENOSYS: no plain equivalent here for a raw request
     };
     Taken {
         cqe: Cqe { res, flags: CQE_F_INLINE, ..Default::default() },
