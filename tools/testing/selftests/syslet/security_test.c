@@ -997,4 +997,77 @@ TEST(temporary_sigmask_survives_restart)
 	close(p[1]);
 }
 
+struct confined_spare {
+	struct syslet_ring *ring;
+	pthread_t thread;
+	volatile int filtered;	/* 1: its own filter is on */
+	volatile int ret;
+	uint64_t cookie;
+};
+
+/* A spare that first installs a seccomp filter of its own (this thread only). */
+static void *confined_spare_main(void *arg)
+{
+	struct confined_spare *s = arg;
+
+	s->filtered = install_filter(__NR_getuid, SECCOMP_RET_ERRNO | EPERM) == 0 ? 1 : -1;
+	s->ret = syslet_park(s->ring, &s->cookie);
+	return NULL;
+}
+
+struct late_pipe_write {
+	int fd;
+	pthread_t thread;
+};
+
+static void *late_pipe_write_main(void *arg)
+{
+	struct late_pipe_write *w = arg;
+
+	usleep(300 * 1000);
+	if (write(w->fd, "late", 4) != 4)
+		abort();
+	return NULL;
+}
+
+/*
+ * A spare confined differently from the submitter (here: its own seccomp
+ * filter, which the submitter does not have) is never lent: the program
+ * would run on it with other rights. The block is a synchronous fallback,
+ * and the spare stays parked until the context closes.
+ */
+TEST(spare_with_other_confinement_is_not_lent)
+{
+	struct confined_spare spare = { 0 };
+	struct late_pipe_write w;
+	struct syslet_ring ring;
+	struct syslet_cqe cqe;
+	char buf[8] = { 0 };
+	int p[2], handed = -1;
+
+	REQUIRE_SYSLET();
+	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
+	ASSERT_EQ(0, pipe(p));
+	spare.ring = &ring;
+	ASSERT_EQ(0, pthread_create(&spare.thread, NULL, confined_spare_main, &spare));
+	ASSERT_EQ(0, wait_counter(ring.fd, "spares_parked", 1));
+	ASSERT_EQ(1, spare.filtered);
+	prep(&ring, 7, __NR_read, p[0], (uintptr_t)buf, 4, 0);
+	w.fd = p[1];
+	ASSERT_EQ(0, pthread_create(&w.thread, NULL, late_pipe_write_main, &w));
+	ASSERT_EQ(1, syslet_submit_cont(&ring, 1, 0xC0, &handed));
+	EXPECT_EQ(0, handed) TH_LOG("the program was handed to a differently confined spare");
+	cqe = take_cqe(&ring);
+	EXPECT_EQ(4, cqe.res);
+	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe.flags);
+	EXPECT_EQ(1, syslet_fdinfo_counter(ring.fd, "sync_fallbacks"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(ring.fd, "handoffs"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(ring.fd, "spares_parked"));
+	pthread_join(w.thread, NULL);
+	/* Closing sends it away. */
+	syslet_queue_exit(&ring);
+	ASSERT_EQ(0, join_within(spare.thread, 10));
+	EXPECT_EQ(-ESHUTDOWN, spare.ret);
+}
+
 TEST_HARNESS_MAIN
