@@ -1289,4 +1289,47 @@ TEST_F(handoff, io_uring_task_work_after_handoff)
 	task_work_during_atom(_metadata, self, 1);
 }
 
+struct waiting_sibling {
+	struct syslet_ring *ring;
+	int fd;			/* what it writes once it has seen a completion */
+	pthread_t thread;
+	volatile int saw;
+};
+
+/* Waits for the first completion, then writes what the next atom reads. */
+static void *waiting_sibling_main(void *arg)
+{
+	struct waiting_sibling *s = arg;
+
+	s->saw = syslet_wait(s->ring, 1, 20LL * 1000 * 1000 * 1000);
+	if (write(s->fd, "go", 2) != 2)
+		abort();
+	return NULL;
+}
+
+/*
+ * Completions are posted as their atoms end, not at the end of the batch:
+ * a sibling thread waits for the first atom's completion before it writes
+ * what the second atom reads. Held back to the end, both would wait for
+ * each other (here until the sibling's 20 s timeout).
+ */
+TEST_F(handoff, completion_visible_before_the_batch_ends)
+{
+	struct waiting_sibling s = { .ring = &self->ring, .fd = self->pipe[1] };
+	char buf[4] = { 0 };
+	int p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(0, pthread_create(&s.thread, NULL, waiting_sibling_main, &s));
+	syslet_prep(syslet_get_sqe(&self->ring), __NR_write, p[1], (uintptr_t)"x", 1, 0, 0, 0);
+	syslet_prep(syslet_get_sqe(&self->ring), __NR_read, self->pipe[0], (uintptr_t)buf, 2,
+		    0, 0, 0);
+	ASSERT_EQ(2, syslet_submit(&self->ring));
+	pthread_join(s.thread, NULL);
+	EXPECT_GE(s.saw, 1) TH_LOG("the sibling never saw the first completion: %d", s.saw);
+	EXPECT_STREQ("go", buf);
+	close(p[0]);
+	close(p[1]);
+}
+
 TEST_HARNESS_MAIN

@@ -783,6 +783,14 @@ TEST(seccomp_trap_and_trace)
 	status = seccomp_child(__NR_getppid, SECCOMP_RET_TRACE, &res);
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(-ENOSYS, res);
+	/* USER_NOTIF: a listener would see the ioctl's registers: -ENOSYS. */
+	status = seccomp_child(__NR_getppid, SECCOMP_RET_USER_NOTIF, &res);
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(-ENOSYS, res);
+	/* LOG runs the call. */
+	status = seccomp_child(__NR_getppid, SECCOMP_RET_LOG, &res);
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(getpid(), res) TH_LOG("the child's parent is this process");
 	/* ALLOW of other calls still runs them. */
 	status = seccomp_child(__NR_getuid, SECCOMP_RET_ERRNO | EPERM, &res);
 	EXPECT_EQ(-EPERM, res);
