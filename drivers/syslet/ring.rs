@@ -73,6 +73,10 @@ struct RingState {
     flags: u32,
     /// The owner closed a descriptor: waiters return with `ESHUTDOWN`.
     shutdown: bool,
+    /// Threads sleeping in [`Rings::wait`] now.
+    waiters: u32,
+    /// The file was ever polled: a poll or epoll waiter may be queued at any time since.
+    polled: bool,
 }
 
 /// A snapshot of the ring indices, for fdinfo.
@@ -189,6 +193,8 @@ impl Rings {
                         cq_reserved: 0,
                         flags: 0,
                         shutdown: false,
+                        waiters: 0,
+                        polled: false,
                     },
                     "Rings::state"
                 ),
@@ -281,8 +287,12 @@ impl Rings {
         }
         // Pairs with user space's load-acquire of `cq_tail` before reading the entries.
         let _ = self.buf.store_release(HDR_CQ_TAIL, state.cq_tail);
-        // With `state` held, so a waiter that saw too few completions is already queued.
-        self.cq_wait.notify_all();
+        // With `state` held: a waiter counts itself (or a poller marks the ring) under it before
+        // it sleeps, so one that saw too few completions is counted here. Without any, the
+        // wakeup (an irq-disabling lock on the wait queue per completion) is skipped.
+        if state.waiters > 0 || state.polled {
+            self.cq_wait.notify_all();
+        }
     }
 
     /// Returns the number of unread completions, or `None` if `cq_head` is impossible.
@@ -319,7 +329,10 @@ impl Rings {
             if left == 0 {
                 return Err(WaitError::TimedOut);
             }
-            match self.cq_wait.wait_interruptible_timeout(&mut state, left) {
+            state.waiters += 1;
+            let woken = self.cq_wait.wait_interruptible_timeout(&mut state, left);
+            state.waiters -= 1;
+            match woken {
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
                 CondVarTimeoutResult::Timeout => left = 0,
                 CondVarTimeoutResult::Signal { .. } => return Err(WaitError::Interrupted),
@@ -330,7 +343,10 @@ impl Rings {
     /// Registers `file`'s poll on new completions and returns its readiness mask.
     pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
         table.register_wait(file, &self.cq_wait);
-        let state = self.state.lock();
+        let mut state = self.state.lock();
+        // From now on every completion wakes the queue: a poll or epoll entry may be on it. One
+        // posted between the registration and here is seen by the check below instead.
+        state.polled = true;
         match self.unread(&state) {
             Some(0) => 0,
             Some(_) => bindings::POLLIN | bindings::POLLRDNORM,

@@ -1332,4 +1332,40 @@ TEST_F(handoff, completion_visible_before_the_batch_ends)
 	close(p[1]);
 }
 
+struct epoll_waiter {
+	int epfd;
+	pthread_t thread;
+	volatile int ret;
+};
+
+static void *epoll_waiter_main(void *arg)
+{
+	struct epoll_waiter *e = arg;
+	struct epoll_event out;
+
+	e->ret = epoll_wait(e->epfd, &out, 1, 10 * 1000);
+	return NULL;
+}
+
+/*
+ * A thread already asleep in epoll_wait() on the ring is woken by a
+ * completion posted later (completions skip the wakeup only while nobody
+ * waits and the ring was never polled).
+ */
+TEST_F(handoff, epoll_waiter_woken_by_a_later_completion)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_waiter e = { .epfd = epoll_create1(EPOLL_CLOEXEC) };
+
+	ASSERT_GE(e.epfd, 0);
+	ASSERT_EQ(0, epoll_ctl(e.epfd, EPOLL_CTL_ADD, self->ring.fd, &ev));
+	ASSERT_EQ(0, pthread_create(&e.thread, NULL, epoll_waiter_main, &e));
+	usleep(200 * 1000);	/* let it fall asleep */
+	syslet_prep(syslet_get_sqe(&self->ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+	ASSERT_EQ(1, syslet_submit(&self->ring));
+	ASSERT_EQ(0, join_within(e.thread, 5)) TH_LOG("epoll_wait was not woken");
+	EXPECT_EQ(1, e.ret);
+	close(e.epfd);
+}
+
 TEST_HARNESS_MAIN
