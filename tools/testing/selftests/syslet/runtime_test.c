@@ -33,32 +33,6 @@ static pid_t sys_gettid(void)
 	return syscall(SYS_gettid);
 }
 
-/* Writes @len bytes of @text to @fd after @ms milliseconds, from a thread. */
-struct late_write {
-	int fd;
-	int ms;
-	const char *text;
-	pthread_t thread;
-};
-
-static void *late_write_main(void *arg)
-{
-	struct late_write *w = arg;
-
-	usleep(w->ms * 1000);
-	if (write(w->fd, w->text, strlen(w->text)) < 0)
-		abort();
-	return NULL;
-}
-
-static void start_late_write(struct late_write *w, int fd, int ms, const char *text)
-{
-	w->fd = fd;
-	w->ms = ms;
-	w->text = text;
-	pthread_create(&w->thread, NULL, late_write_main, w);
-}
-
 FIXTURE(runtime) {
 	struct syslet_ring ring;
 	int pipe[2];
@@ -277,6 +251,125 @@ TEST_F(runtime, pool_bound_holds_under_a_burst)
 	       stats.peak_threads, stats.peak_busy, stats.handoffs);
 	for (int i = 0; i < CALLS; i++)
 		pthread_join(w[i].thread, NULL);
+}
+
+struct other_thread_submit {
+	struct syslet_ring *ring;
+	pid_t tid_before, tid_after;
+	int ret;
+};
+
+static void *other_thread_submit_main(void *arg)
+{
+	struct other_thread_submit *o = arg;
+
+	o->tid_before = sys_gettid();
+	o->ret = syslet_submit_async(o->ring, 1);
+	o->tid_after = sys_gettid();
+	return NULL;
+}
+
+/*
+ * Off the main thread's stack (here a pthread's), a submit runs without a
+ * continuation: the call blocks its caller, which never moves.
+ */
+TEST_F(runtime, submit_off_the_main_stack_does_not_move)
+{
+	struct other_thread_submit o = { .ring = &self->ring };
+	struct syslet_cqe cqe;
+	struct late_write w;
+	pthread_t thread;
+	char buf[4];
+
+	ASSERT_EQ(0, syslet_pool_start(&self->ring, NULL));
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	queue_read(&self->ring, self->pipe[0], buf, 2, 5);
+	ASSERT_EQ(0, start_late_write(&w, self->pipe[1], 200, "ok"));
+	ASSERT_EQ(0, pthread_create(&thread, NULL, other_thread_submit_main, &o));
+	pthread_join(thread, NULL);
+	EXPECT_EQ(1, o.ret);
+	EXPECT_EQ(o.tid_before, o.tid_after);
+	cqe = next_cqe(&self->ring);
+	EXPECT_EQ(2, cqe.res);
+	/* No continuation was named: not even a synchronous fallback is counted. */
+	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe.flags);
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "sync_fallbacks"));
+	pthread_join(w.thread, NULL);
+}
+
+/*
+ * A thread belongs to one pool: the program, running on a pool thread of
+ * ring A after a handoff, submits to ring B (with a pool of its own) without
+ * a continuation, and does not move.
+ */
+TEST_F(runtime, one_pool_per_thread)
+{
+	struct syslet_ring other;
+	struct late_write w1, w2;
+	int p2[2];
+	char buf[4], buf2[4];
+	pid_t tid;
+
+	ASSERT_EQ(0, syslet_queue_init(&other, 4, 0));
+	ASSERT_EQ(0, pipe(p2));
+	ASSERT_EQ(0, syslet_pool_start(&self->ring, NULL));
+	ASSERT_EQ(0, syslet_pool_start(&other, NULL));
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	ASSERT_EQ(0, wait_counter(other.fd, "spares_parked", 1));
+	queue_read(&self->ring, self->pipe[0], buf, 1, 1);
+	ASSERT_EQ(0, start_late_write(&w1, self->pipe[1], 200, "a"));
+	ASSERT_EQ(SYSLET_WENT_ASYNC, syslet_submit_async(&self->ring, 1));
+	tid = sys_gettid();
+	queue_read(&other, p2[0], buf2, 1, 2);
+	ASSERT_EQ(0, start_late_write(&w2, p2[1], 200, "b"));
+	EXPECT_EQ(1, syslet_submit_async(&other, 1));
+	EXPECT_EQ(tid, sys_gettid());
+	EXPECT_EQ(0, syslet_fdinfo_counter(other.fd, "handoffs"));
+	EXPECT_EQ(1, next_cqe(&self->ring).res);
+	pthread_join(w1.thread, NULL);
+	pthread_join(w2.thread, NULL);
+}
+
+/*
+ * The pool shrinks when idle: spares above min_spares leave after idle_ms,
+ * and min_spares stay parked.
+ */
+TEST_F(runtime, idle_pool_shrinks_to_its_minimum)
+{
+	enum { CALLS = 4 };
+	struct syslet_pool_params params = { .min_spares = 1, .max_spares = 4, .idle_ms = 100 };
+	struct syslet_pool_stats stats;
+	struct late_write w[CALLS];
+	int pipes[CALLS][2];
+	char bufs[CALLS][2];
+
+	ASSERT_EQ(0, syslet_pool_start(&self->ring, &params));
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	/* Staggered blocks make the pool grow. */
+	for (int i = 0; i < CALLS; i++) {
+		ASSERT_EQ(0, pipe(pipes[i]));
+		ASSERT_EQ(0, start_late_write(&w[i], pipes[i][1], 200 + 150 * i, "z"));
+	}
+	for (int i = 0; i < CALLS; i++) {
+		queue_read(&self->ring, pipes[i][0], bufs[i], 1, i);
+		syslet_submit_async(&self->ring, 1);
+	}
+	for (int i = 0; i < CALLS; i++)
+		EXPECT_EQ(1, next_cqe(&self->ring).res);
+	for (int i = 0; i < CALLS; i++)
+		pthread_join(w[i].thread, NULL);
+	syslet_pool_stats(&self->ring, &stats);
+	ASSERT_GT(stats.peak_threads, 1) TH_LOG("the pool never grew");
+	/* Idle: spares above the minimum leave after 100 ms. */
+	for (int i = 0; i < 50; i++) {
+		usleep(100 * 1000);
+		syslet_pool_stats(&self->ring, &stats);
+		if (stats.parked == params.min_spares)
+			break;
+	}
+	EXPECT_EQ(params.min_spares, stats.parked) TH_LOG("%u spares still parked", stats.parked);
+	EXPECT_EQ(params.min_spares, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 }
 
 static volatile sig_atomic_t usr1_seen;

@@ -935,21 +935,6 @@ TEST(seccomp_strict_mode_from_atom)
 	close(p[0]);
 }
 
-struct pipe_writer {
-	int fd;
-	pthread_t thread;
-};
-
-static void *late_writer_main(void *data)
-{
-	struct pipe_writer *w = data;
-
-	usleep(400 * 1000);
-	if (write(w->fd, "x", 1) != 1)
-		abort();
-	return NULL;
-}
-
 /*
  * An atom that swaps the signal mask for its duration (ppoll) and is
  * interrupted by task work (an io_uring timeout completing) restarts; the
@@ -961,7 +946,7 @@ TEST(temporary_sigmask_survives_restart)
 	uint64_t before = 0, tmp = 0, after = ~0ULL;
 	struct pollfd pfd = { .events = POLLIN };
 	struct io_uring_cqe ucqe;
-	struct pipe_writer w;
+	struct late_write w;
 	struct raw_uring uring;
 	struct syslet_ring ring;
 	struct syslet_cqe cqe;
@@ -980,8 +965,7 @@ TEST(temporary_sigmask_survives_restart)
 	ASSERT_EQ(0, syslet_queue_init(&ring, 4, 0));
 	prep(&ring, 1, __NR_ppoll, (uintptr_t)&pfd, 1, 0, (uintptr_t)&tmp);
 	ring.sqes[(ring.sq_tail - 1) & ring.hdr->sq_mask].args[4] = 8;
-	w.fd = p[1];
-	ASSERT_EQ(0, pthread_create(&w.thread, NULL, late_writer_main, &w));
+	ASSERT_EQ(0, start_late_write(&w, p[1], 400, "x"));
 	ASSERT_EQ(1, raw_uring_timeout(&uring, 50 * 1000 * 1000, 0x5157));
 	ASSERT_EQ(1, syslet_submit(&ring));
 	pthread_join(w.thread, NULL);
@@ -1015,21 +999,6 @@ static void *confined_spare_main(void *arg)
 	return NULL;
 }
 
-struct late_pipe_write {
-	int fd;
-	pthread_t thread;
-};
-
-static void *late_pipe_write_main(void *arg)
-{
-	struct late_pipe_write *w = arg;
-
-	usleep(300 * 1000);
-	if (write(w->fd, "late", 4) != 4)
-		abort();
-	return NULL;
-}
-
 /*
  * A spare confined differently from the submitter (here: its own seccomp
  * filter, which the submitter does not have) is never lent: the program
@@ -1039,7 +1008,7 @@ static void *late_pipe_write_main(void *arg)
 TEST(spare_with_other_confinement_is_not_lent)
 {
 	struct confined_spare spare = { 0 };
-	struct late_pipe_write w;
+	struct late_write w;
 	struct syslet_ring ring;
 	struct syslet_cqe cqe;
 	char buf[8] = { 0 };
@@ -1053,8 +1022,7 @@ TEST(spare_with_other_confinement_is_not_lent)
 	ASSERT_EQ(0, wait_counter(ring.fd, "spares_parked", 1));
 	ASSERT_EQ(1, spare.filtered);
 	prep(&ring, 7, __NR_read, p[0], (uintptr_t)buf, 4, 0);
-	w.fd = p[1];
-	ASSERT_EQ(0, pthread_create(&w.thread, NULL, late_pipe_write_main, &w));
+	ASSERT_EQ(0, start_late_write(&w, p[1], 300, "late"));
 	ASSERT_EQ(1, syslet_submit_cont(&ring, 1, 0xC0, &handed));
 	EXPECT_EQ(0, handed) TH_LOG("the program was handed to a differently confined spare");
 	cqe = take_cqe(&ring);

@@ -169,4 +169,31 @@ static inline int raw_uring_reap(struct raw_uring *r, struct io_uring_cqe *out)
 	return 1;
 }
 
+
+/* Writes @text to @fd after @ms milliseconds, from a thread of its own. */
+struct late_write {
+	int fd;
+	int ms;
+	const char *text;
+	pthread_t thread;
+};
+
+static inline void *late_write_main(void *arg)
+{
+	struct late_write *w = arg;
+
+	usleep(w->ms * 1000);
+	if (write(w->fd, w->text, strlen(w->text)) < 0)
+		abort();
+	return NULL;
+}
+
+static inline int start_late_write(struct late_write *w, int fd, int ms, const char *text)
+{
+	w->fd = fd;
+	w->ms = ms;
+	w->text = text;
+	return pthread_create(&w->thread, NULL, late_write_main, w);
+}
+
 #endif /* SYSLET_SELFTEST_UTIL_H */
