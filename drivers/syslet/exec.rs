@@ -269,9 +269,8 @@ fn run_call(mut call: CheckedSyscall, cont: Option<&Continuation>) -> i64 {
         syscall::restore_saved_sigmask();
     }
     // Task work that arrived while the call could not be interrupted runs now, as it would on
-    // the way back to user space, instead of cutting the next atom short.
-    if !cont.is_some_and(|c| c.atom_cancelled()) {
-        syscall::run_notified_task_work();
-    }
+    // the way back to user space, instead of cutting the next atom short. (A cancel's
+    // notification is cleared here too; `run_cancellable` clears one that comes later.)
+    syscall::run_notified_task_work();
     res
 }
