@@ -45,6 +45,11 @@ use crate::{
         Spares, //
     },
     stats::Stats,
+    threadlet::{
+        self,
+        SlotMap,
+        Threadlets, //
+    },
 };
 
 /// A syslet context: what one open of `/dev/syslet` owns.
@@ -61,6 +66,11 @@ pub(crate) struct Context {
     #[pin]
     pub(crate) inflight: Inflight,
     pub(crate) stats: Stats,
+    /// Threads registered for threadlets; created at the first registration (it hooks the
+    /// kernel's task exit).
+    threadlets: SetOnce<Pin<KBox<Threadlets>>>,
+    /// Threadlet slot indices in use.
+    slots: Arc<SlotMap>,
 }
 
 impl Context {
@@ -74,6 +84,8 @@ impl Context {
                 spares <- Spares::new(),
                 inflight <- Inflight::new(),
                 stats: Stats::new(),
+                threadlets: SetOnce::new(),
+                slots: Arc::new(SlotMap::new(), GFP_KERNEL_ACCOUNT)?,
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -111,6 +123,7 @@ impl Context {
         params.mmap_size = rings.mmap_size() as u64;
         params.sqes_off = layout.sqes_off as u64;
         params.cqes_off = layout.cqes_off as u64;
+        params.threadlets_off = layout.threadlets_off as u64;
         if !self.rings.populate(rings) {
             // Another thread's setup won the race.
             return Err(EBUSY);
@@ -147,9 +160,12 @@ impl Context {
         write_cookie: impl FnMut(u64) -> Result,
     ) -> Result<u64> {
         let rings = self.rings()?;
+        if self.in_threadlet() {
+            return Err(EBUSY);
+        }
         rings.set_flag(RING_NEED_SPARE, false);
         self.spares
-            .park(&self.stats, timeout_ns, write_cookie)
+            .park(&self.stats, timeout_ns, self.threadlets.as_ref().map(|t| &**t), write_cookie)
             .map_err(|leave| match leave {
                 Leave::Signal => EINTR,
                 Leave::TimedOut => ETIMEDOUT,
@@ -157,6 +173,46 @@ impl Context {
                 Leave::Fault => EFAULT,
                 Leave::NoMemory => ENOMEM,
             })
+    }
+
+    /// Returns whether the current thread is registered and inside a threadlet.
+    pub(crate) fn in_threadlet(&self) -> bool {
+        self.threadlets
+            .as_ref()
+            .and_then(|set| set.current())
+            .is_some_and(|t| t.data().is_inside())
+    }
+
+    /// `SYSLET_IOC_THREADLET_REGISTER`: registers the current thread; returns its slot index.
+    pub(crate) fn threadlet_register(&self, file: &File) -> Result<u32> {
+        let rings = self.rings()?;
+        let set = match self.threadlets.as_ref() {
+            Some(set) => set,
+            None => {
+                let set = KBox::pin_init(threadlet::new_set(), GFP_KERNEL_ACCOUNT)?;
+                // Another thread's first registration may win: then `set` goes.
+                self.threadlets.populate(set);
+                self.threadlets.as_ref().ok_or(EBUSY)?
+            }
+        };
+        threadlet::register(set, &self.slots, rings, &self.spares.signal, file)
+    }
+
+    /// `SYSLET_IOC_THREADLET_UNREGISTER` by the current thread.
+    pub(crate) fn threadlet_unregister(&self) -> Result {
+        threadlet::unregister(self.threadlets.as_ref().ok_or(ENOENT)?)
+    }
+
+    /// `SYSLET_IOC_THREADLET_DONE`: posts the current thread's handed-off threadlet's result.
+    pub(crate) fn threadlet_done(&self, res: i64) -> Result {
+        let threadlet = self
+            .threadlets
+            .as_ref()
+            .and_then(|set| set.current())
+            .ok_or(EINVAL)?;
+        threadlet.data().done(res)?;
+        Stats::inc(&self.stats.threadlets_done);
+        Ok(())
     }
 
     /// `SYSLET_IOC_WAIT`: waits for completions.

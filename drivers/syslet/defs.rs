@@ -8,6 +8,8 @@
 
 use kernel::{
     ioctl::{
+        _IO,
+        _IOR,
         _IOW,
         _IOWR, //
     },
@@ -105,7 +107,8 @@ pub(crate) struct Params {
     pub(crate) mmap_size: u64,
     pub(crate) sqes_off: u64,
     pub(crate) cqes_off: u64,
-    pub(crate) resv: [u64; 4],
+    pub(crate) threadlets_off: u64,
+    pub(crate) resv: [u64; 3],
 }
 assert_same_layout!(
     Params,
@@ -117,6 +120,7 @@ assert_same_layout!(
     mmap_size,
     sqes_off,
     cqes_off,
+    threadlets_off,
     resv,
 );
 
@@ -170,6 +174,29 @@ assert_same_layout!(
     resv
 );
 
+/// A registered thread's slot in the shared region (`struct syslet_threadlet_slot`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ThreadletSlot {
+    /// 0, or the running threadlet's cookie ORed with `THREADLET_*` bits.
+    pub(crate) state: u64,
+    /// The running threadlet's completion tag, written by user space before `state`.
+    pub(crate) user_data: u64,
+    /// Blocks inside a threadlet that found no spare (kernel-written).
+    pub(crate) sync_blocks: u32,
+    pub(crate) resv0: u32,
+    pub(crate) resv: [u64; 5],
+}
+assert_same_layout!(
+    ThreadletSlot,
+    c::syslet_threadlet_slot,
+    state,
+    user_data,
+    sync_blocks,
+    resv0,
+    resv
+);
+
 // SAFETY: These structures are made of integers with no padding (checked against C above, where
 // every field is explicit), so any bytes are a valid value and every byte is initialized.
 unsafe impl FromBytes for Sqe {}
@@ -199,6 +226,10 @@ unsafe impl AsBytes for ParkArgs {}
 unsafe impl FromBytes for WaitArgs {}
 // SAFETY: As above.
 unsafe impl AsBytes for WaitArgs {}
+// SAFETY: As above.
+unsafe impl FromBytes for ThreadletSlot {}
+// SAFETY: As above.
+unsafe impl AsBytes for ThreadletSlot {}
 
 pub(crate) const MAX_SQ_ENTRIES: u32 = c::SYSLET_MAX_SQ_ENTRIES;
 pub(crate) const MAX_CQ_ENTRIES: u32 = c::SYSLET_MAX_CQ_ENTRIES;
@@ -209,6 +240,12 @@ pub(crate) const SQE_VALID_FLAGS: u32 = c::SYSLET_SQE_VALID_FLAGS;
 pub(crate) const CQE_F_INLINE: u32 = c::SYSLET_CQE_F_INLINE;
 pub(crate) const CQE_F_ASYNC: u32 = c::SYSLET_CQE_F_ASYNC;
 pub(crate) const CQE_F_REFUSED: u32 = c::SYSLET_CQE_F_REFUSED;
+pub(crate) const CQE_F_THREADLET: u32 = c::SYSLET_CQE_F_THREADLET;
+
+pub(crate) const MAX_THREADLET_SLOTS: u32 = c::SYSLET_MAX_THREADLET_SLOTS;
+pub(crate) const THREADLET_BLOCKED: u64 = c::SYSLET_THREADLET_BLOCKED as u64;
+pub(crate) const THREADLET_HANDED: u64 = c::SYSLET_THREADLET_HANDED as u64;
+pub(crate) const THREADLET_STATE_MASK: u64 = c::SYSLET_THREADLET_STATE_MASK as u64;
 
 pub(crate) const RING_NEED_SPARE: u32 = c::SYSLET_RING_NEED_SPARE;
 
@@ -221,3 +258,6 @@ pub(crate) const IOC_EXEC: u32 = _IOWR::<ExecArgs>(c::SYSLET_IOC_MAGIC, 2);
 pub(crate) const IOC_PARK: u32 = _IOWR::<ParkArgs>(c::SYSLET_IOC_MAGIC, 3);
 pub(crate) const IOC_WAIT: u32 = _IOW::<WaitArgs>(c::SYSLET_IOC_MAGIC, 4);
 pub(crate) const IOC_CANCEL: u32 = _IOW::<u64>(c::SYSLET_IOC_MAGIC, 5);
+pub(crate) const IOC_THREADLET_REGISTER: u32 = _IOR::<u32>(c::SYSLET_IOC_MAGIC, 6);
+pub(crate) const IOC_THREADLET_UNREGISTER: u32 = _IO(c::SYSLET_IOC_MAGIC, 7);
+pub(crate) const IOC_THREADLET_DONE: u32 = _IOW::<i64>(c::SYSLET_IOC_MAGIC, 8);

@@ -74,6 +74,11 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
         return Err(EINVAL);
     }
     let rings = ctx.rings()?;
+    // A threadlet's hook watches this thread already: a second continuation would let two
+    // spares resume two programs.
+    if args.continuation != 0 && ctx.in_threadlet() {
+        return Err(EBUSY);
+    }
     let max = args.to_submit.min(rings.layout().sq_entries);
     if max == 0 {
         return Ok(0);

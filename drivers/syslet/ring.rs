@@ -49,8 +49,10 @@ use crate::defs::{
     Params,
     RingHeader,
     Sqe,
+    ThreadletSlot,
     MAX_CQ_ENTRIES,
-    MAX_SQ_ENTRIES, //
+    MAX_SQ_ENTRIES,
+    MAX_THREADLET_SLOTS, //
 };
 
 const HDR_SQ_HEAD: usize = offset_of!(RingHeader, sq_head);
@@ -58,6 +60,9 @@ const HDR_SQ_TAIL: usize = offset_of!(RingHeader, sq_tail);
 const HDR_CQ_HEAD: usize = offset_of!(RingHeader, cq_head);
 const HDR_CQ_TAIL: usize = offset_of!(RingHeader, cq_tail);
 const HDR_FLAGS: usize = offset_of!(RingHeader, flags);
+const SLOT_STATE: usize = offset_of!(ThreadletSlot, state);
+const SLOT_USER_DATA: usize = offset_of!(ThreadletSlot, user_data);
+const SLOT_SYNC_BLOCKS: usize = offset_of!(ThreadletSlot, sync_blocks);
 
 /// The kernel's private view of the rings.
 ///
@@ -69,8 +74,6 @@ struct RingState {
     cq_tail: u32,
     /// Completion slots promised to consumed submissions that have not completed yet.
     cq_reserved: u32,
-    /// `SYSLET_RING_*` flags; published as the header's `flags`.
-    flags: u32,
     /// The owner closed a descriptor: waiters return with `ESHUTDOWN`.
     shutdown: bool,
     /// Threads sleeping in [`Rings::wait`] now.
@@ -95,6 +98,7 @@ pub(crate) struct RingLayout {
     pub(crate) cq_entries: u32,
     pub(crate) sqes_off: usize,
     pub(crate) cqes_off: usize,
+    pub(crate) threadlets_off: usize,
     pub(crate) size: usize,
 }
 
@@ -104,7 +108,11 @@ impl RingLayout {
     /// Fails with `EINVAL` for sizes that are zero, not powers of two or out of bounds, for
     /// nonzero flags and for nonzero reserved fields.
     pub(crate) fn new(params: &Params) -> Result<Self> {
-        if params.flags != 0 || params.resv0 != 0 || params.resv.iter().any(|&r| r != 0) {
+        if params.flags != 0
+            || params.resv0 != 0
+            || params.threadlets_off != 0
+            || params.resv.iter().any(|&r| r != 0)
+        {
             return Err(EINVAL);
         }
         let sq_entries = params.sq_entries;
@@ -121,12 +129,16 @@ impl RingLayout {
         // Sizes are bounded above, so none of this can overflow.
         let sqes_off = size_of::<RingHeader>();
         let cqes_off = sqes_off + sq_entries as usize * size_of::<Sqe>();
-        let end = cqes_off + cq_entries as usize * size_of::<Cqe>();
+        let cqes_end = cqes_off + cq_entries as usize * size_of::<Cqe>();
+        // Slots on cache lines of their own: each is written by its thread on every threadlet.
+        let threadlets_off = cqes_end.next_multiple_of(size_of::<ThreadletSlot>());
+        let end = threadlets_off + MAX_THREADLET_SLOTS as usize * size_of::<ThreadletSlot>();
         Ok(Self {
             sq_entries,
             cq_entries,
             sqes_off,
             cqes_off,
+            threadlets_off,
             size: end,
         })
     }
@@ -191,7 +203,6 @@ impl Rings {
                         sq_head: 0,
                         cq_tail: 0,
                         cq_reserved: 0,
-                        flags: 0,
                         shutdown: false,
                         waiters: 0,
                         polled: false,
@@ -363,17 +374,79 @@ impl Rings {
     }
 
     /// Sets or clears `flag` in the shared header's `flags`.
+    ///
+    /// An atomic change of the shared word, with no lock: the scheduler hook of a threadlet sets
+    /// `SYSLET_RING_NEED_SPARE` under the runqueue lock. User space may overwrite the word; the
+    /// flags are hints to it, never read back by the kernel.
     pub(crate) fn set_flag(&self, flag: u32, on: bool) {
-        let mut state = self.state.lock();
-        let flags = if on {
-            state.flags | flag
+        let _ = if on {
+            self.buf.fetch_or(HDR_FLAGS, flag)
         } else {
-            state.flags & !flag
+            self.buf.fetch_andnot(HDR_FLAGS, flag)
         };
-        if flags != state.flags {
-            state.flags = flags;
-            let _ = self.buf.store_release(HDR_FLAGS, flags);
+    }
+
+    /// Reserves a completion slot for a completion posted later with [`Rings::complete`];
+    /// returns `false` if the ring has no free slot (or `cq_head` is impossible).
+    pub(crate) fn reserve_completion(&self) -> bool {
+        let mut state = self.state.lock();
+        let Some(unread) = self.unread(&state) else {
+            return false;
+        };
+        if unread + state.cq_reserved >= self.layout.cq_entries {
+            return false;
         }
+        state.cq_reserved += 1;
+        true
+    }
+
+    /// Gives back a slot reserved with [`Rings::reserve_completion`] and not used.
+    pub(crate) fn unreserve_completion(&self) {
+        let mut state = self.state.lock();
+        state.cq_reserved = state.cq_reserved.saturating_sub(1);
+    }
+
+    /// Returns the offset of field `field` of threadlet slot `index`.
+    fn slot_field(&self, index: u32, field: usize) -> usize {
+        self.layout.threadlets_off + index as usize * size_of::<ThreadletSlot>() + field
+    }
+
+    /// Returns the `state` word of threadlet slot `index` (0 for an index out of range).
+    pub(crate) fn threadlet_state(&self, index: u32) -> u64 {
+        self.buf
+            .load_acquire_u64(self.slot_field(index, SLOT_STATE))
+            .unwrap_or(0)
+    }
+
+    /// Replaces the `state` word of slot `index` with `new` if it is `old`; returns whether it
+    /// did.
+    pub(crate) fn threadlet_cmpxchg(&self, index: u32, old: u64, new: u64) -> bool {
+        matches!(
+            self.buf
+                .cmpxchg_u64(self.slot_field(index, SLOT_STATE), old, new),
+            Ok(Ok(_))
+        )
+    }
+
+    /// Returns the `user_data` user space stored in slot `index`.
+    pub(crate) fn threadlet_user_data(&self, index: u32) -> u64 {
+        self.buf
+            .load_acquire_u64(self.slot_field(index, SLOT_USER_DATA))
+            .unwrap_or(0)
+    }
+
+    /// Counts a block without a spare in slot `index`.
+    pub(crate) fn threadlet_count_sync_block(&self, index: u32) {
+        let _ = self
+            .buf
+            .fetch_add(self.slot_field(index, SLOT_SYNC_BLOCKS), 1);
+    }
+
+    /// Zeroes slot `index`, for a thread that registers or leaves.
+    pub(crate) fn clear_threadlet_slot(&self, index: u32) {
+        let _ = self
+            .buf
+            .write(self.slot_field(index, 0), &ThreadletSlot::default());
     }
 
     /// Returns the current indices, for fdinfo.

@@ -24,18 +24,23 @@ use kernel::{
     },
     new_spinlock,
     prelude::*,
+    new_condvar,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
         Arc,
+        CondVar,
         Parker,
         SpinLock,
         UniqueArc, //
     },
     syscall::same_confinement,
-    task::MAX_SCHEDULE_TIMEOUT,
+    task::{
+        Task,
+        MAX_SCHEDULE_TIMEOUT, //
+    },
     time::{
         msecs_to_jiffies,
         Instant,
@@ -44,8 +49,13 @@ use kernel::{
 };
 
 use crate::{
+    defs::MAX_THREADLET_SLOTS,
     handoff::Continuation,
     stats::Stats,
+    threadlet::{
+        Threadlet,
+        Threadlets, //
+    },
 };
 
 /// Parked, in the list.
@@ -89,6 +99,29 @@ impl Spare {
     }
 }
 
+/// What the scheduler hook of a threadlet needs of the spares: whether any is parked, and a way
+/// to wake one, from any context and without [`Spares::inner`].
+#[pin_data]
+pub(crate) struct SpareSignal {
+    /// Every parking spare waits here too, as an exclusive waiter.
+    #[pin]
+    queue: CondVar,
+    /// Spares in the list; read without the lock.
+    parked: Atomic<u32>,
+}
+
+impl SpareSignal {
+    /// Returns whether a spare is parked (not lent to an exec).
+    pub(crate) fn any_parked(&self) -> bool {
+        self.parked.load(Relaxed) != 0
+    }
+
+    /// Wakes one parking spare that is asleep, to look for a blocked threadlet. Any context.
+    pub(crate) fn wake_one(&self) {
+        self.queue.notify_one();
+    }
+}
+
 /// The parked spares of a context.
 struct SparesInner {
     /// Parked spares not lent to any exec, most recently parked first.
@@ -116,13 +149,13 @@ pub(crate) enum Leave {
 pub(crate) struct Spares {
     #[pin]
     inner: SpinLock<SparesInner>,
-    /// Spares in the list; read without the lock to skip it when there are none.
-    parked_count: Atomic<u32>,
+    /// Shared with the threadlet hooks; its count is of the spares in the list.
+    pub(crate) signal: Arc<SpareSignal>,
 }
 
 impl Spares {
-    pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self {
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
             inner <- new_spinlock!(
                 SparesInner {
                     parked: List::new(),
@@ -130,7 +163,13 @@ impl Spares {
                 },
                 "Spares::inner"
             ),
-            parked_count: Atomic::new(0),
+            signal: Arc::pin_init(
+                pin_init!(SpareSignal {
+                    queue <- new_condvar!("SpareSignal::queue"),
+                    parked: Atomic::new(0),
+                }),
+                GFP_KERNEL_ACCOUNT,
+            )?,
         })
     }
 
@@ -141,7 +180,7 @@ impl Spares {
     /// differently would run it with other rights. Returns `None` if no such spare is parked or
     /// the context is closing.
     pub(crate) fn lend(&self, cont: &Arc<Continuation>) -> Option<ListArc<Spare>> {
-        if self.parked_count.load(Relaxed) == 0 {
+        if !self.signal.any_parked() {
             return None;
         }
         let current = current!();
@@ -157,7 +196,7 @@ impl Spares {
             }
             cursor.move_next();
         };
-        self.parked_count.fetch_sub(1, Relaxed);
+        self.signal.parked.fetch_sub(1, Relaxed);
         spare.state.store(LENT, Relaxed);
         *spare.lent_to.lock() = Some(cont.clone());
         // Under `inner`, so that a close in between cannot miss the spare (see `close`).
@@ -181,7 +220,7 @@ impl Spares {
             } else {
                 spare.state.store(PARKED, Relaxed);
                 inner.parked.push_front(spare);
-                self.parked_count.fetch_add(1, Relaxed);
+                self.signal.parked.fetch_add(1, Relaxed);
             }
         }
         drop(inner);
@@ -205,17 +244,19 @@ impl Spares {
         }
     }
 
-    /// Parks the current task as a spare until it takes over a continuation.
+    /// Parks the current task as a spare until it takes over a continuation: of an exec it is
+    /// lent to, or of a thread of `threadlets` that blocked inside a threadlet.
     ///
     /// `write_cookie` stores the cookie in user space; it runs before the continuation is
-    /// claimed, so that a fault leaves the continuation with its submitter. Returns the cookie
-    /// of the continuation the caller now owns.
+    /// claimed, so that a fault leaves the continuation with its owner. Returns the cookie of the
+    /// continuation the caller now owns.
     ///
     /// Must be called from process context without locks held.
     pub(crate) fn park(
         &self,
         stats: &Stats,
         timeout_ns: i64,
+        threadlets: Option<&Threadlets>,
         mut write_cookie: impl FnMut(u64) -> Result,
     ) -> Result<u64, Leave> {
         let start = Instant::<Monotonic>::now();
@@ -237,24 +278,43 @@ impl Spares {
                 return Err(Leave::Shutdown);
             }
             inner.parked.push_front(list_arc);
-            self.parked_count.fetch_add(1, Relaxed);
+            self.signal.parked.fetch_add(1, Relaxed);
         }
         Stats::inc(&stats.spares_parked);
 
+        let current = current!();
         let ret = loop {
-            let woken = spare.parker.park_interruptible_timeout(timeout_left(start, timeout_ns));
+            let woken = spare.parker.park_interruptible_timeout_queued(
+                timeout_left(start, timeout_ns),
+                &self.signal.queue,
+                || threadlets.is_some_and(|set| set.any(|t, task| claimable(t, task, current))),
+            );
             let lent_to = spare.lent_to.lock().clone();
             if let Some(cont) = lent_to.filter(|c| c.is_blocked()) {
                 // Prove the cookie can be delivered before taking the continuation.
                 if write_cookie(cont.cookie).is_err() {
-                    self.leave(&spare);
+                    self.leave(&spare, false);
                     break Err(Leave::Fault);
                 }
                 if cont.claim() {
-                    self.leave_claimed(&spare);
+                    self.leave(&spare, true);
                     stats.record_latency(cont.handoff_latency_us());
                     Stats::inc(&stats.handoffs);
                     break Ok(cont.cookie);
+                }
+            }
+            if let Some(set) = threadlets {
+                match claim_threadlet(set, &mut write_cookie) {
+                    Ok(Some(cookie)) => {
+                        self.leave(&spare, true);
+                        Stats::inc(&stats.threadlet_handoffs);
+                        break Ok(cookie);
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        self.leave(&spare, false);
+                        break Err(Leave::Fault);
+                    }
                 }
             }
             let closing = self.inner.lock().closing;
@@ -265,47 +325,62 @@ impl Spares {
                 Ok(true) => None,
             };
             if let Some(leave) = leave {
-                self.leave(&spare);
+                self.leave(&spare, false);
                 break Err(leave);
             }
-            // Woken for a continuation the submitter took back first: park again.
+            // Woken for a continuation its owner took back first: park again.
         };
         stats.spares_parked.fetch_sub(1, Relaxed);
         ret
     }
 
-    /// Takes `spare` out of service: out of the list if parked, marked `LEFT` if lent.
-    fn leave(&self, spare: &Spare) {
+    /// Takes `spare` out of service: out of the list if parked; marked `CLAIMED` if `claimed`
+    /// (it took a continuation over), else `LEFT` if lent, so that its exec drops it.
+    fn leave(&self, spare: &Spare, claimed: bool) {
         let mut inner = self.inner.lock();
         let mut removed = None;
-        match spare.state.load(Relaxed) {
-            PARKED => {
-                let mut cursor = inner.parked.cursor_front();
-                while let Some(next) = cursor.peek_next() {
-                    if core::ptr::eq(&*next.arc(), spare) {
-                        removed = Some(next.remove());
-                        self.parked_count.fetch_sub(1, Relaxed);
-                        break;
-                    }
-                    cursor.move_next();
+        if spare.state.load(Relaxed) == PARKED {
+            let mut cursor = inner.parked.cursor_front();
+            while let Some(next) = cursor.peek_next() {
+                if core::ptr::eq(&*next.arc(), spare) {
+                    removed = Some(next.remove());
+                    self.signal.parked.fetch_sub(1, Relaxed);
+                    break;
                 }
+                cursor.move_next();
             }
-            LENT => spare.state.store(LEFT, Relaxed),
-            _ => {}
+        }
+        if claimed {
+            spare.state.store(CLAIMED, Relaxed);
+        } else if spare.state.load(Relaxed) == LENT {
+            spare.state.store(LEFT, Relaxed);
         }
         let lent_to = spare.lent_to.lock().take();
         drop(inner);
         drop((removed, lent_to));
     }
+}
 
-    /// Takes `spare` out of service after it claimed its continuation.
-    fn leave_claimed(&self, spare: &Spare) {
-        let inner = self.inner.lock();
-        spare.state.store(CLAIMED, Relaxed);
-        let lent_to = spare.lent_to.lock().take();
-        drop(inner);
-        drop(lent_to);
+/// Returns whether the current task, a spare, may take over the continuation of `threadlet`,
+/// registered by `task`: it blocked, and the program would run with the same rights.
+fn claimable(threadlet: &Threadlet, task: &Task, current: &Task) -> bool {
+    threadlet.is_blocked() && same_confinement(task, current)
+}
+
+/// Takes over the continuation of a blocked threadlet of `set`, if there is one the current
+/// task may take; `Err` if `write_cookie` faulted.
+fn claim_threadlet(set: &Threadlets, write_cookie: &mut impl FnMut(u64) -> Result) -> Result<Option<u64>> {
+    let current = current!();
+    // Each failed claim means its thread ran again or another spare won: bounded by the slots.
+    for _ in 0..MAX_THREADLET_SLOTS {
+        let Some(notifier) = set.find(|t, task| claimable(t, task, current)) else {
+            return Ok(None);
+        };
+        if let Some(cookie) = notifier.data().claim(write_cookie)? {
+            return Ok(Some(cookie));
+        }
     }
+    Ok(None)
 }
 
 /// Returns the jiffies left of `timeout_ns` (zero: no limit) since `start`, for a park.

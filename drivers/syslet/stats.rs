@@ -46,6 +46,10 @@ pub(crate) struct Stats {
     pub(crate) spares_parked: Atomic<u64>,
     /// Atoms cancelled with `SYSLET_IOC_CANCEL`.
     pub(crate) cancelled: Atomic<u64>,
+    /// Threadlets whose caller a spare took over.
+    pub(crate) threadlet_handoffs: Atomic<u64>,
+    /// Threadlet results posted by the thread that ran them, after a handoff.
+    pub(crate) threadlets_done: Atomic<u64>,
     /// Handoff latency, from the block to the spare running: see `LATENCY_BOUNDS_US`.
     latency_us: [Atomic<u64>; 8],
 }
@@ -63,6 +67,8 @@ impl Stats {
             sync_fallbacks: Atomic::new(0),
             spares_parked: Atomic::new(0),
             cancelled: Atomic::new(0),
+            threadlet_handoffs: Atomic::new(0),
+            threadlets_done: Atomic::new(0),
             latency_us: [const { Atomic::new(0) }; 8],
         }
     }
@@ -94,6 +100,8 @@ impl Stats {
             ("sync_fallbacks", &self.sync_fallbacks),
             ("spares_parked", &self.spares_parked),
             ("cancelled", &self.cancelled),
+            ("threadlet_handoffs", &self.threadlet_handoffs),
+            ("threadlets_done", &self.threadlets_done),
         ];
         for (name, counter) in counters {
             seq_print!(m, "{}:\t{}\n", name, counter.load(Relaxed));

@@ -14,7 +14,8 @@
 //! `context.rs` (per-open state: setup, mmap, park, wait, poll, flush, fdinfo), `exec.rs`
 //! (running a batch), `atom.rs` (policy and seccomp for one atom), `handoff.rs` (the
 //! continuation's state machine and the scheduler hook), `spares.rs` (parked threads), `cancel.rs`
-//! (execs in flight, cancellation), `stats.rs` (fdinfo counters).
+//! (execs in flight, cancellation), `threadlet.rs` (registered threads, their scheduler hook),
+//! `stats.rs` (fdinfo counters).
 //!
 //! Entry checks, in this file, for every ioctl: not through the 32-bit entry (`ENOTTY`: atoms are
 //! x86-64 system calls), not from inside an atom (`EDEADLK`), by the owner (`EPERM`); and a
@@ -59,6 +60,7 @@ mod handoff;
 mod ring;
 mod spares;
 mod stats;
+mod threadlet;
 
 use context::Context;
 
@@ -140,6 +142,25 @@ impl Context {
         self.wait(&args)
     }
 
+    fn ioctl_threadlet_register(&self, file: &File, arg: usize, size: usize) -> Result<isize> {
+        let mut writer = UserSlice::new(UserPtr::from_addr(arg), size).writer();
+        let index = self.threadlet_register(file)?;
+        if let Err(err) = writer.write(&index) {
+            // The thread could not learn its slot: it is not registered.
+            let _ = self.threadlet_unregister();
+            return Err(err);
+        }
+        Ok(0)
+    }
+
+    fn ioctl_threadlet_done(&self, arg: usize, size: usize) -> Result<isize> {
+        let res: i64 = UserSlice::new(UserPtr::from_addr(arg), size)
+            .reader()
+            .read()?;
+        self.threadlet_done(res)?;
+        Ok(0)
+    }
+
     fn ioctl_cancel(&self, arg: usize, size: usize) -> Result<isize> {
         let user_data = UserSlice::new(UserPtr::from_addr(arg), size)
             .reader()
@@ -181,6 +202,9 @@ impl MiscDevice for Context {
             defs::IOC_PARK => me.ioctl_park(arg, size),
             defs::IOC_WAIT => me.ioctl_wait(arg, size),
             defs::IOC_CANCEL => me.ioctl_cancel(arg, size),
+            defs::IOC_THREADLET_REGISTER => me.ioctl_threadlet_register(file, arg, size),
+            defs::IOC_THREADLET_UNREGISTER => me.threadlet_unregister().map(|()| 0),
+            defs::IOC_THREADLET_DONE => me.ioctl_threadlet_done(arg, size),
             _ => Err(ENOTTY),
         }
     }

@@ -3,6 +3,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/compat.h>
+#include <trace/events/sched.h>
 
 __rust_helper bool rust_helper_task_is_runnable(struct task_struct *p)
 {
@@ -47,4 +48,23 @@ __rust_helper bool rust_helper_in_compat_syscall(void)
 __rust_helper void rust_helper_restore_saved_sigmask(void)
 {
 	restore_saved_sigmask();
+}
+
+__rust_helper int
+rust_helper_register_trace_sched_process_exit(void (*probe)(void *, struct task_struct *, bool),
+					      void *data)
+{
+	return register_trace_sched_process_exit(probe, data);
+}
+
+__rust_helper int
+rust_helper_unregister_trace_sched_process_exit(void (*probe)(void *, struct task_struct *, bool),
+						void *data)
+{
+	return unregister_trace_sched_process_exit(probe, data);
+}
+
+__rust_helper void rust_helper_tracepoint_synchronize_unregister(void)
+{
+	tracepoint_synchronize_unregister();
 }

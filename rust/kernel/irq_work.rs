@@ -18,7 +18,9 @@ use core::marker::PhantomData;
 
 /// The callback of an [`IrqWork`].
 pub trait IrqWorkHandler: Sync {
-    /// Runs in hard interrupt context: must not sleep or take sleeping locks.
+    /// Runs in hard interrupt context: must not sleep. A work made with [`IrqWork::new`] must
+    /// not take `spinlock_t` locks either (they sleep on `PREEMPT_RT`); one made with
+    /// [`IrqWork::new_threaded_on_rt`] may.
     fn run(&self);
 }
 
@@ -54,8 +56,9 @@ pub trait IrqWorkHandler: Sync {
 ///
 /// # Invariants
 ///
-/// `work` is initialized as a hard irq work whose function is [`IrqWork::run_raw`] for `T`, and
-/// it is idle (neither pending nor running) when `self` is dropped.
+/// `work` is initialized as an irq work (hard, unless made by [`IrqWork::new_threaded_on_rt`])
+/// whose function is [`IrqWork::run_raw`] for `T`, and it is idle (neither pending nor running)
+/// when `self` is dropped.
 #[pin_data(PinnedDrop)]
 pub struct IrqWork<T: IrqWorkHandler> {
     #[pin]
@@ -78,6 +81,21 @@ impl<T: IrqWorkHandler> IrqWork<T> {
             // INVARIANT: Initialized as a hard work with `run_raw` as its function.
             work <- Opaque::ffi_init(|slot| unsafe {
                 bindings::init_hard_irq_work(slot, Some(Self::run_raw))
+            }),
+            data,
+            _t: PhantomData,
+        })
+    }
+
+    /// Creates an idle irq work with handler data `data` that `PREEMPT_RT` runs in a per-CPU
+    /// kernel thread, so that its handler may take `spinlock_t` locks (a wait queue's, to wake
+    /// one waiter). Elsewhere it runs in hard interrupt context like any other.
+    pub fn new_threaded_on_rt(data: T) -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes; the helper initializes all of it.
+            // INVARIANT: Initialized with `run_raw` as its function.
+            work <- Opaque::ffi_init(|slot| unsafe {
+                bindings::init_irq_work(slot, Some(Self::run_raw))
             }),
             data,
             _t: PhantomData,

@@ -10,7 +10,20 @@
 
 use crate::{
     bindings,
+    current,
+    error::to_result,
+    ffi::c_void,
+    new_spinlock,
     prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        SpinLock, //
+    },
     task::Task,
     types::Opaque, //
 };
@@ -55,6 +68,11 @@ pub trait PreemptOps: Sync {
     /// Whether the task blocked or was merely preempted: [`Task::is_runnable`] on the current
     /// task is `false` if it blocked.
     fn sched_out(&self, next: &Task);
+
+    /// The task exits with the notifier registered through [`TaskNotifiers`]; the notifier has
+    /// just been unregistered. Runs on the exiting task, with preemption disabled: must not
+    /// sleep.
+    fn task_exit(&self) {}
 }
 
 /// A `struct preempt_notifier` embedded next to its handler data.
@@ -106,6 +124,7 @@ pub trait PreemptOps: Sync {
 pub struct PreemptNotifier<T: PreemptOps> {
     #[pin]
     notifier: Opaque<bindings::preempt_notifier>,
+    #[pin]
     data: T,
     _t: PhantomData<T>,
 }
@@ -134,6 +153,18 @@ impl<T: PreemptOps> PreemptNotifier<T> {
             data,
             _t: PhantomData,
         })
+    }
+
+    /// Creates an unregistered notifier whose handler data is initialized in place.
+    pub fn new_pinned<E: From<core::convert::Infallible>>(data: impl PinInit<T, E>) -> impl PinInit<Self, E> {
+        try_pin_init!(Self {
+            // SAFETY: As in `new`.
+            notifier <- Opaque::ffi_init(|slot| unsafe {
+                bindings::preempt_notifier_init(slot, (&Self::OPS as *const bindings::preempt_ops).cast_mut())
+            }),
+            data <- data,
+            _t: PhantomData,
+        }? E)
     }
 
     /// Returns the handler data.
@@ -195,5 +226,249 @@ impl<T: PreemptOps> PreemptNotifier<T> {
         // SAFETY: `next` is the task being switched to, alive for the duration of the call.
         let next = unsafe { &*next.cast::<Task>() };
         this.data.sched_out(next);
+    }
+}
+
+/// One notifier of a [`TaskNotifiers`] set.
+struct Registered<T: PreemptOps> {
+    /// The task it is registered on; `None` once that task exited.
+    task: Option<ARef<Task>>,
+    notifier: Arc<PreemptNotifier<T>>,
+}
+
+/// Preempt notifiers that stay registered on their tasks after the call that registered them
+/// returns: until the task unregisters its own, or exits.
+///
+/// A notifier is linked into its task's list and walked by that task's context switches, so it
+/// must stay alive until it is unlinked, and only the task itself may unlink it (its list has no
+/// lock). The set keeps a reference to every notifier it registered, unlinks one on its task's
+/// request ([`TaskNotifiers::unregister_current`]) or when the task exits (from the
+/// `sched_process_exit` tracepoint, which runs on the exiting task), and drops the references
+/// of exited tasks later, in process context ([`TaskNotifiers::reap`]).
+///
+/// # Invariants
+///
+/// Every entry of `entries` whose `task` is `Some` is linked into that task's notifier list, and
+/// no other notifier of the set is linked anywhere. `live` counts the former. `probe` is
+/// registered on `sched_process_exit` with `self` as its data while `self` lives.
+#[pin_data(PinnedDrop)]
+pub struct TaskNotifiers<T: PreemptOps> {
+    #[pin]
+    entries: SpinLock<KVec<Registered<T>>>,
+    capacity: usize,
+    live: Atomic<u32>,
+    #[pin]
+    _pin: core::marker::PhantomPinned,
+}
+
+// SAFETY: The set only hands out shared references to `T`, which is `Sync`; the entries are
+// protected by a lock.
+unsafe impl<T: PreemptOps + Send> Send for TaskNotifiers<T> {}
+// SAFETY: As above.
+unsafe impl<T: PreemptOps + Send> Sync for TaskNotifiers<T> {}
+
+impl<T: PreemptOps> TaskNotifiers<T> {
+    /// Creates a set that holds at most `capacity` notifiers, live or exited.
+    ///
+    /// Must be called from process context. Registers a probe on the `sched_process_exit`
+    /// tracepoint: the set is meant to be created when first needed, not per file opened.
+    pub fn new(capacity: usize) -> impl PinInit<Self, Error> {
+        let init = try_pin_init!(Self {
+            entries <- new_spinlock!(KVec::with_capacity(capacity, GFP_KERNEL)?, "TaskNotifiers::entries"),
+            capacity,
+            live: Atomic::new(0),
+            _pin: core::marker::PhantomPinned,
+        }? Error);
+        init.pin_chain(|this| {
+            let data = core::ptr::from_ref::<Self>(&this).cast_mut().cast::<c_void>();
+            // SAFETY: `this` is pinned and initialized; the probe is unregistered in `drop`
+            // before the set goes away, and it only reads the set through `data`.
+            to_result(unsafe {
+                bindings::register_trace_sched_process_exit(Some(Self::exit_probe), data)
+            })
+        })
+    }
+
+    /// Registers `notifier` on the current task until it calls
+    /// [`TaskNotifiers::unregister_current`] or exits.
+    ///
+    /// Fails with `EBUSY` if the current task already has a notifier in the set or `notifier`
+    /// is registered already, and with `ENOSPC` if the set is full. Must be called from process
+    /// context.
+    pub fn register_current(&self, notifier: Arc<PreemptNotifier<T>>) -> Result {
+        self.reap();
+        let task = current!();
+        let mut entries = self.entries.lock();
+        if entries.iter().any(|e| {
+            Arc::ptr_eq(&e.notifier, &notifier)
+                || e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr())
+        }) {
+            return Err(EBUSY);
+        }
+        if entries.len() >= self.capacity {
+            return Err(ENOSPC);
+        }
+        let ptr = notifier.notifier.get();
+        // Within the capacity reserved at creation: no allocation.
+        entries.push(
+            Registered {
+                task: Some(ARef::from(&**task)),
+                notifier,
+            },
+            GFP_ATOMIC,
+        )?;
+        self.live.fetch_add(1, Relaxed);
+        // SAFETY: The list is walked by this task's own context switches: link it with
+        // preemption off, as `with_registered` does.
+        unsafe { bindings::preempt_disable() };
+        // SAFETY: `ptr` is the initialized, pinned notifier of an `Arc` the set now holds until
+        // the notifier is unlinked (type invariant), and it was linked nowhere (checked above).
+        unsafe { bindings::preempt_notifier_register(ptr) };
+        // SAFETY: Balances the `preempt_disable` above.
+        unsafe { bindings::preempt_enable() };
+        Ok(())
+    }
+
+    /// Unregisters the current task's notifier and returns it, if it has one in the set.
+    ///
+    /// Must be called from process context.
+    pub fn unregister_current(&self) -> Option<Arc<PreemptNotifier<T>>> {
+        let task = current!();
+        let removed = {
+            let mut entries = self.entries.lock();
+            let index = entries.iter().position(|e| {
+                e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr())
+            })?;
+            let removed = entries.remove(index).ok()?;
+            // SAFETY: As in `register_current`.
+            unsafe { bindings::preempt_disable() };
+            // SAFETY: Linked on the current task (type invariant), which unlinks it itself.
+            unsafe { bindings::preempt_notifier_unregister(removed.notifier.notifier.get()) };
+            // SAFETY: Balances the `preempt_disable` above.
+            unsafe { bindings::preempt_enable() };
+            self.live.fetch_sub(1, Relaxed);
+            removed
+        };
+        drop(removed.task);
+        Some(removed.notifier)
+    }
+
+    /// Returns the current task's notifier, if it has one in the set.
+    pub fn current(&self) -> Option<Arc<PreemptNotifier<T>>> {
+        if self.live.load(Relaxed) == 0 {
+            return None;
+        }
+        let task = current!();
+        let entries = self.entries.lock();
+        entries
+            .iter()
+            .find(|e| e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr()))
+            .map(|e| e.notifier.clone())
+    }
+
+    /// Returns the first live notifier for which `f` returns `true`.
+    ///
+    /// `f` runs under a spinlock: it must not sleep.
+    pub fn find(&self, mut f: impl FnMut(&T, &Task) -> bool) -> Option<Arc<PreemptNotifier<T>>> {
+        if self.live.load(Relaxed) == 0 {
+            return None;
+        }
+        let entries = self.entries.lock();
+        entries
+            .iter()
+            .find(|e| e.task.as_ref().is_some_and(|t| f(&e.notifier.data, t)))
+            .map(|e| e.notifier.clone())
+    }
+
+    /// Returns whether `f` returns `true` for a live notifier. `f` runs under a spinlock: it
+    /// must not sleep. Takes no reference: usable where the last one must not go.
+    pub fn any(&self, mut f: impl FnMut(&T, &Task) -> bool) -> bool {
+        if self.live.load(Relaxed) == 0 {
+            return false;
+        }
+        let entries = self.entries.lock();
+        entries
+            .iter()
+            .any(|e| e.task.as_ref().is_some_and(|t| f(&e.notifier.data, t)))
+    }
+
+    /// Calls `f` on every live notifier. `f` runs under a spinlock: it must not sleep.
+    pub fn for_each(&self, mut f: impl FnMut(&T)) {
+        let entries = self.entries.lock();
+        for e in entries.iter().filter(|e| e.task.is_some()) {
+            f(&e.notifier.data);
+        }
+    }
+
+    /// Drops the set's references to the notifiers of exited tasks.
+    ///
+    /// Must be called from process context: the last reference to a notifier may go here.
+    pub fn reap(&self) {
+        loop {
+            let dead = {
+                let mut entries = self.entries.lock();
+                let Some(index) = entries.iter().position(|e| e.task.is_none()) else {
+                    return;
+                };
+                entries.remove(index).ok()
+            };
+            // Outside the lock.
+            drop(dead);
+        }
+    }
+
+    /// The `sched_process_exit` probe: runs on every exiting task, with preemption disabled.
+    unsafe extern "C" fn exit_probe(data: *mut c_void, _task: *mut bindings::task_struct, _group_dead: bool) {
+        // SAFETY: `data` is the set the probe was registered with, alive until the probe is
+        // unregistered (type invariant).
+        let this = unsafe { &*data.cast::<Self>() };
+        if this.live.load(Relaxed) == 0 {
+            return;
+        }
+        let task = current!();
+        let exited = {
+            let mut entries = this.entries.lock();
+            let Some(entry) = entries
+                .iter_mut()
+                .find(|e| e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr()))
+            else {
+                return;
+            };
+            // SAFETY: Linked on the current task (type invariant); preemption is disabled, so no
+            // context switch walks the list meanwhile.
+            unsafe { bindings::preempt_notifier_unregister(entry.notifier.notifier.get()) };
+            this.live.fetch_sub(1, Relaxed);
+            // The task's reference goes, not the last: the task is running. The notifier's stays
+            // until `reap`, in process context.
+            // INVARIANT: Unlinked above.
+            entry.task = None;
+            entry.notifier.clone()
+        };
+        exited.data.task_exit();
+        // Not the last reference: the entry still holds one until `reap`.
+        drop(exited);
+    }
+}
+
+#[pinned_drop]
+impl<T: PreemptOps> PinnedDrop for TaskNotifiers<T> {
+    fn drop(self: Pin<&mut Self>) {
+        let data = core::ptr::from_ref::<Self>(&self).cast_mut().cast::<c_void>();
+        // SAFETY: Registered with the same function and data in `new`.
+        unsafe {
+            bindings::unregister_trace_sched_process_exit(Some(Self::exit_probe), data)
+        };
+        // SAFETY: Always valid in process context: waits until no probe call is running.
+        unsafe { bindings::tracepoint_synchronize_unregister() };
+        // A notifier still linked to a live task must never be freed: keep it forever. Users
+        // make sure every task unregisters or exits first.
+        // Dropped outside the lock: the last reference to a notifier may go here.
+        let mut entries = core::mem::replace(&mut *self.entries.lock(), KVec::new());
+        while let Some(entry) = entries.pop() {
+            if entry.task.is_some() {
+                crate::pr_warn!("TaskNotifiers dropped with a task still registered\n");
+                core::mem::forget(entry);
+            }
+        }
     }
 }

@@ -273,6 +273,21 @@ pub fn in_compat_syscall() -> bool {
     unsafe { bindings::in_compat_syscall() }
 }
 
+/// Returns whether the current task is exiting (`PF_EXITING`).
+pub fn current_is_exiting() -> bool {
+    // SAFETY: `get_current()` is the current task, valid while it runs; only it changes its own
+    // `flags`.
+    unsafe { (*bindings::get_current()).flags & bindings::PF_EXITING != 0 }
+}
+
+/// Returns an identifier of the current task's address space, or 0 for none (a kernel thread,
+/// or a task past `exit_mm()`). Only for comparison: it stays unique while the address space
+/// is in use by the task, and a task's identifier changes when it execs.
+pub fn current_mm_id() -> usize {
+    // SAFETY: As above; only the task itself changes its `mm`.
+    unsafe { (*bindings::get_current()).mm as usize }
+}
+
 /// Marks the current task as running system calls on behalf of a submitter for as long as it
 /// lives.
 ///

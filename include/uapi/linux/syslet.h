@@ -100,6 +100,13 @@ struct syslet_cqe {
 #define SYSLET_CQE_F_INLINE	(1U << 0)
 #define SYSLET_CQE_F_ASYNC	(1U << 1)
 #define SYSLET_CQE_F_REFUSED	(1U << 2)
+/*
+ * SYSLET_CQE_F_THREADLET: the result of a threadlet that blocked (see
+ * below), posted with SYSLET_IOC_THREADLET_DONE; always with ..._F_ASYNC.
+ * res is what the threadlet returned, or -EOWNERDEAD if the thread running
+ * it exited first.
+ */
+#define SYSLET_CQE_F_THREADLET	(1U << 3)
 
 /*
  * The shared region starts with this header. Fields marked (K) are
@@ -120,7 +127,8 @@ struct syslet_ring_header {
 };
 
 /* header->flags */
-#define SYSLET_RING_NEED_SPARE	(1U << 0)	/* an atom blocked with no spare parked */
+#define SYSLET_RING_NEED_SPARE	(1U << 0)	/* an atom or a threadlet blocked with
+						 * no spare parked */
 
 /*
  * SYSLET_IOC_SETUP argument. In: sq_entries, cq_entries, flags. Out, copied
@@ -134,7 +142,8 @@ struct syslet_params {
 	__u64	mmap_size;	/* out: length to mmap at offset 0 */
 	__u64	sqes_off;	/* out: offset of the submission entries */
 	__u64	cqes_off;	/* out: offset of the completion entries */
-	__u64	resv[4];
+	__u64	threadlets_off;	/* out: offset of the threadlet slots */
+	__u64	resv[3];
 };
 
 /*
@@ -269,11 +278,77 @@ struct syslet_wait {
  * an atom lets later atoms read and write and kills on anything else.
  */
 
+/*
+ * Threadlets: user code run inline, handed over to a spare if it blocks.
+ *
+ * A thread registers with SYSLET_IOC_THREADLET_REGISTER and gets a slot in
+ * the shared region (at params.threadlets_off, SYSLET_MAX_THREADLET_SLOTS
+ * of them). From then on the kernel watches every context switch of the
+ * thread and reads its slot's @state; entering and leaving a threadlet take
+ * no system call:
+ *
+ *  - enter: store @user_data, then store-release @state = a nonzero cookie
+ *    with the low two bits clear (the address of the caller's saved
+ *    continuation);
+ *  - leave: atomically exchange @state with 0. The old value is the cookie
+ *    if the threadlet ran inline. It is cookie | SYSLET_THREADLET_HANDED if
+ *    the thread blocked inside it and a spare (SYSLET_IOC_PARK, which
+ *    returned the cookie) took the caller's continuation over: the thread
+ *    then posts the threadlet's result with SYSLET_IOC_THREADLET_DONE (a
+ *    completion with the slot's @user_data and SYSLET_CQE_F_THREADLET),
+ *    and no longer runs the caller's program.
+ *
+ * A block is any sleep of the thread while @state holds a cookie: in a
+ * system call, or in a page fault. The kernel then sets
+ * SYSLET_THREADLET_BLOCKED and wakes one parked spare of the context that
+ * runs under the thread's confinement (as for an exec); the spare takes
+ * the continuation over (..._HANDED) unless the thread runs again first,
+ * which clears ..._BLOCKED. A completion slot is reserved for every
+ * handoff, so the result always has room. With no spare parked, or no
+ * room, the thread just blocks (@sync_blocks counts it, and
+ * SYSLET_RING_NEED_SPARE is set).
+ *
+ * A registered thread inside a threadlet may not park or exec with a
+ * continuation (EBUSY). The registration ends with
+ * SYSLET_IOC_THREADLET_UNREGISTER or when the thread exits (a pending
+ * result is then posted as -EOWNERDEAD); it keeps the file open until then.
+ * After an execve the thread is no longer watched.
+ */
+#define SYSLET_MAX_THREADLET_SLOTS	64
+
+struct syslet_threadlet_slot {
+	__u64	state;		/* (U, K) 0, or cookie | SYSLET_THREADLET_* */
+	__u64	user_data;	/* (U) the running threadlet's completion tag */
+	__u32	sync_blocks;	/* (K) blocks that found no spare */
+	__u32	resv0;
+	__u64	resv[5];
+};
+
+#define SYSLET_THREADLET_BLOCKED	1ULL	/* (K) blocked, a spare was woken */
+#define SYSLET_THREADLET_HANDED		2ULL	/* (K) a spare took the continuation */
+#define SYSLET_THREADLET_STATE_MASK	3ULL
+
+/*
+ * SYSLET_IOC_THREADLET_REGISTER: returns the calling thread's slot index
+ * (0..SYSLET_MAX_THREADLET_SLOTS-1), zeroed. Fails with EBUSY if the thread
+ * is registered already, ENOSPC if every slot is taken, ENXIO before setup.
+ *
+ * SYSLET_IOC_THREADLET_UNREGISTER: ends the calling thread's registration.
+ * ENOENT if it has none; EBUSY inside a threadlet or with a result not yet
+ * posted.
+ *
+ * SYSLET_IOC_THREADLET_DONE: posts the result of the calling thread's
+ * handed-off threadlet. EINVAL if there is none to post.
+ */
+
 #define SYSLET_IOC_MAGIC	0xB9
 #define SYSLET_IOC_SETUP	_IOWR(SYSLET_IOC_MAGIC, 1, struct syslet_params)
 #define SYSLET_IOC_EXEC		_IOWR(SYSLET_IOC_MAGIC, 2, struct syslet_exec)
 #define SYSLET_IOC_PARK		_IOWR(SYSLET_IOC_MAGIC, 3, struct syslet_park)
 #define SYSLET_IOC_WAIT		_IOW(SYSLET_IOC_MAGIC, 4, struct syslet_wait)
 #define SYSLET_IOC_CANCEL	_IOW(SYSLET_IOC_MAGIC, 5, __u64)
+#define SYSLET_IOC_THREADLET_REGISTER	_IOR(SYSLET_IOC_MAGIC, 6, __u32)
+#define SYSLET_IOC_THREADLET_UNREGISTER	_IO(SYSLET_IOC_MAGIC, 7)
+#define SYSLET_IOC_THREADLET_DONE	_IOW(SYSLET_IOC_MAGIC, 8, __s64)
 
 #endif /* _UAPI_LINUX_SYSLET_H */

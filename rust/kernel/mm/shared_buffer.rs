@@ -21,6 +21,8 @@ use crate::{
     sync::atomic::{
         Acquire,
         Atomic,
+        Full,
+        Relaxed,
         Release, //
     },
     transmute::{
@@ -122,6 +124,67 @@ impl UserSharedBuffer {
         // SAFETY: As in `load_acquire`.
         unsafe { Atomic::<u32>::from_ptr(ptr.cast()) }.store(value, Release);
         Ok(())
+    }
+
+    /// Returns the `u32` at `offset` as an atomic, valid for the lifetime of `self`.
+    fn atomic_u32(&self, offset: usize) -> Result<&Atomic<u32>> {
+        let ptr = self.at(offset, size_of::<u32>(), align_of::<u32>())?;
+        // SAFETY: As in `load_acquire`.
+        Ok(unsafe { Atomic::<u32>::from_ptr(ptr.cast()) })
+    }
+
+    /// Returns the `u64` at `offset` as an atomic, valid for the lifetime of `self`.
+    fn atomic_u64(&self, offset: usize) -> Result<&Atomic<u64>> {
+        let ptr = self.at(offset, size_of::<u64>(), align_of::<u64>())?;
+        // SAFETY: As in `load_acquire`, for a `u64`.
+        Ok(unsafe { Atomic::<u64>::from_ptr(ptr.cast()) })
+    }
+
+    /// Sets `bits` in the `u32` at `offset` (an atomic OR, fully ordered).
+    pub fn fetch_or(&self, offset: usize, bits: u32) -> Result {
+        let word = self.atomic_u32(offset)?;
+        let mut old = word.load(Relaxed);
+        // A compare-and-exchange loop: `Atomic<u32>` has no OR of its own.
+        while let Err(now) = word.cmpxchg(old, old | bits, Full) {
+            old = now;
+        }
+        Ok(())
+    }
+
+    /// Clears `bits` in the `u32` at `offset` (an atomic AND NOT, fully ordered).
+    pub fn fetch_andnot(&self, offset: usize, bits: u32) -> Result {
+        let word = self.atomic_u32(offset)?;
+        let mut old = word.load(Relaxed);
+        while let Err(now) = word.cmpxchg(old, old & !bits, Full) {
+            old = now;
+        }
+        Ok(())
+    }
+
+    /// Adds `value` to the `u32` at `offset`, wrapping (fully ordered).
+    pub fn fetch_add(&self, offset: usize, value: u32) -> Result {
+        self.atomic_u32(offset)?.fetch_add(value, Full);
+        Ok(())
+    }
+
+    /// Loads the `u64` at `offset` with acquire ordering.
+    pub fn load_acquire_u64(&self, offset: usize) -> Result<u64> {
+        Ok(self.atomic_u64(offset)?.load(Acquire))
+    }
+
+    /// Stores `value` as the `u64` at `offset` with release ordering.
+    pub fn store_release_u64(&self, offset: usize, value: u64) -> Result {
+        self.atomic_u64(offset)?.store(value, Release);
+        Ok(())
+    }
+
+    /// Replaces the `u64` at `offset` with `new` if it is `old` (fully ordered).
+    ///
+    /// Returns `Ok(Ok(old))` if it was replaced and `Ok(Err(current))` if not. User space may
+    /// store to the word at any time: a success says only that the word held `old` at that
+    /// instant.
+    pub fn cmpxchg_u64(&self, offset: usize, old: u64, new: u64) -> Result<Result<u64, u64>> {
+        Ok(self.atomic_u64(offset)?.cmpxchg(old, new, Full))
     }
 
     /// Copies the `T` at `offset` out of the buffer, reading it exactly once.

@@ -16,6 +16,7 @@ use crate::{
     prelude::*,
     sync::{
         aref::ARef,
+        CondVar,
         atomic::{
             Acquire,
             Atomic,
@@ -26,6 +27,7 @@ use crate::{
         Task,
         MAX_SCHEDULE_TIMEOUT, //
     },
+    types::Opaque,
 };
 
 /// Lets its task sleep until another context unparks it.
@@ -108,6 +110,53 @@ impl Parker {
         // SAFETY: As above.
         unsafe { bindings::__set_current_state(bindings::TASK_RUNNING) };
         Ok(true)
+    }
+
+    /// Like [`Parker::park_interruptible_timeout`], also waiting on `queue` as an exclusive
+    /// waiter and returning `Ok(true)` as soon as `ready` says so.
+    ///
+    /// A [`CondVar::notify_one`] on `queue` wakes exactly one such waiter that is asleep, and
+    /// may be sent from any context without a lock: `ready` is checked after the task is on the
+    /// queue with its state set, so a notification sent after what `ready` checks became true
+    /// is never lost. `ready` runs with the task state set: it must not sleep.
+    pub fn park_interruptible_timeout_queued(
+        &self,
+        timeout: c_long,
+        queue: &CondVar,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<bool> {
+        let entry = Opaque::<bindings::wait_queue_entry>::uninit();
+        // SAFETY: `entry` is valid for writes; `init_wait` initializes it for the current task.
+        unsafe { bindings::init_wait(entry.get()) };
+        let mut left = timeout;
+        let ret = loop {
+            // SAFETY: `queue` is an initialized wait queue and `entry` an initialized entry that
+            // stays in place (it is never moved) until `finish_wait` below takes it off. This
+            // sets the task state with a full barrier, before the checks.
+            unsafe {
+                bindings::prepare_to_wait_exclusive(
+                    queue.wait_queue_head.get(),
+                    entry.get(),
+                    bindings::TASK_INTERRUPTIBLE as i32,
+                )
+            };
+            // Pairs with the `Release` store in `unpark`.
+            if self.token.xchg(0, Acquire) != 0 || ready() {
+                break Ok(true);
+            }
+            if current!().signal_pending() {
+                break Err(ERESTARTSYS);
+            }
+            if left <= 0 {
+                break Ok(false);
+            }
+            // SAFETY: As in `park_interruptible_timeout`.
+            left = unsafe { bindings::schedule_timeout(left) };
+        };
+        // SAFETY: Takes `entry` off `queue` (if a wakeup did not already) and sets the task
+        // running again.
+        unsafe { bindings::finish_wait(queue.wait_queue_head.get(), entry.get()) };
+        ret
     }
 
     /// Wakes the task if it is parked, or makes its next park return at once.

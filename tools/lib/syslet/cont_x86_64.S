@@ -82,11 +82,72 @@ syslet__switch_and_exec:
 	.size	syslet__switch_and_exec, .-syslet__switch_and_exec
 
 /*
- * void syslet__resume(void *cookie, long result);
+ * struct syslet__threadlet_ret { long result; long went_async; }
+ * syslet__threadlet_enter(void *threadlet_stack_top, long (*fn)(void *),
+ *			   void *arg, __u64 *slot_state, struct syslet_pool *pool);
+ *
+ * Saves the continuation (the same layout as above), moves to
+ * @threadlet_stack_top (this thread's own, 16-byte aligned), publishes the
+ * cookie in the thread's slot and calls fn(arg). From the store of the
+ * cookie until its exchange with 0, the kernel hands the continuation to a
+ * spare if this thread sleeps. Leaving with the cookie still there: fn ran
+ * inline; back onto the program's stack, returning {fn's result, 0} in
+ * rax:rdx. Leaving with anything else (cookie | SYSLET_THREADLET_HANDED):
+ * the program runs on a spare, whose syslet__resume() returned it
+ * {SYSLET_WENT_ASYNC, 1}; this thread posts fn's result and becomes a spare
+ * itself (syslet__threadlet_orphaned() does not return).
+ */
+	.globl	syslet__threadlet_enter
+	.hidden	syslet__threadlet_enter
+	.type	syslet__threadlet_enter, @function
+syslet__threadlet_enter:
+	pushq	%rbp			/* the continuation, as in syslet__switch_and_exec */
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	subq	$8, %rsp
+	stmxcsr	(%rsp)
+	fnstcw	4(%rsp)
+	movq	%rcx, %r12		/* the slot's state word; callee-saved, so fn keeps it */
+	movq	%r8, %r13		/* the pool, for the handed-off path */
+	movq	%rsp, %rbx		/* the cookie: 16-byte aligned, low bits clear */
+	movq	%rdi, %rsp		/* onto the threadlet stack */
+	movq	%rdx, %rdi		/* fn's argument */
+	movq	%rbx, (%r12)		/* enter: a block now hands the continuation over
+					 * (an x86 store is a release: the saved registers
+					 * and user_data are visible first) */
+	call	*%rsi			/* fn(arg), on the threadlet stack */
+	xorl	%ecx, %ecx
+	xchgq	%rcx, (%r12)		/* leave, atomically: no handoff after this */
+	cmpq	%rcx, %rbx		/* still the bare cookie: nothing took it over */
+	jne	2f
+	movq	%rbx, %rsp		/* back onto the program's stack */
+	addq	$8, %rsp		/* the control words did not change */
+	popq	%r15			/* nor did the callee-saved registers */
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	xorl	%edx, %edx		/* went_async = 0; fn's result is in rax */
+	ret
+2:	movq	%rax, %rdi		/* handed off: post fn's result from here */
+	movq	%r13, %rsi
+	call	syslet__threadlet_orphaned	/* posts, then parks as a spare; no return */
+	ud2
+
+	.size	syslet__threadlet_enter, .-syslet__threadlet_enter
+
+/*
+ * void syslet__resume(void *cookie, long result, long went_async);
  *
  * Resumes the continuation saved at @cookie on the calling thread: its
- * syslet__switch_and_exec() returns @result here. The caller's own stack is
- * abandoned; it must be one no other thread uses (its exec stack).
+ * syslet__switch_and_exec() returns @result here, or its
+ * syslet__threadlet_enter() returns {@result, @went_async} (rdx, the third
+ * argument, is left as it came). The caller's own stack is abandoned; it
+ * must be one no other thread uses (its exec or threadlet stack).
  */
 	.globl	syslet__resume
 	.hidden	syslet__resume
@@ -102,7 +163,7 @@ syslet__resume:
 	popq	%r12
 	popq	%rbx
 	popq	%rbp
-	movq	%rsi, %rax		/* what the program's call returns */
+	movq	%rsi, %rax		/* what the program's call returns (rdx: went_async) */
 	ret				/* to the program, now on this thread */
 
 	.size	syslet__resume, .-syslet__resume

@@ -96,12 +96,35 @@ struct syslet_pool_stats {
 	unsigned int peak_busy;		/* most threads out of PARK at once */
 	unsigned long handoffs;		/* continuations a spare took over */
 	unsigned long went_async;	/* submits that returned SYSLET_WENT_ASYNC */
+	unsigned long threadlets_async;	/* threadlets that returned SYSLET_WENT_ASYNC */
 };
 
 int syslet_pool_start(struct syslet_ring *ring, const struct syslet_pool_params *params);
 void syslet_pool_stop(struct syslet_ring *ring);
 void syslet_pool_stats(struct syslet_ring *ring, struct syslet_pool_stats *stats);
 int syslet_submit_async(struct syslet_ring *ring, unsigned int count);
+
+/*
+ * Threadlets (syslet_threadlet_run(3)): fn(arg) runs on a stack of its own,
+ * inline on the calling thread, with the kernel watching for a block
+ * anywhere in it (any system call, a page fault on a file mapping). If
+ * nothing blocks, it returns 0 with fn's result in *@result: no system call
+ * and no thread switch. If fn blocks, the caller returns SYSLET_WENT_ASYNC
+ * at once, on a spare thread of the pool (everything said above about
+ * syslet_submit_async() and other threads applies), while the blocked
+ * thread finishes fn; fn's return value then arrives as a completion with
+ * @user_data, res = the value and flags SYSLET_CQE_F_ASYNC |
+ * SYSLET_CQE_F_THREADLET (-EOWNERDEAD if that thread exits first). fn must
+ * therefore not touch the caller's stack frame after it may have blocked,
+ * and must return through its own frame (no longjmp out of it). Under the
+ * same conditions as syslet_submit_async() runs without a continuation
+ * (no pool, not on the main thread's stack, nested in a threadlet, every
+ * slot taken), fn simply runs and blocks its caller: 0 is returned.
+ */
+typedef long (*syslet_threadlet_fn)(void *arg);
+
+int syslet_threadlet_run(struct syslet_ring *ring, syslet_threadlet_fn fn, void *arg,
+			 uint64_t user_data, long *result);
 
 static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_entries,
 				    unsigned int cq_entries)

@@ -21,9 +21,20 @@
  * The pool. syslet_pool_start() parks min_spares threads. A thread that
  * parks with more than min_spares around gives up after idle_ms (PARK's
  * time limit) and leaves, so the pool shrinks when idle. When the kernel
- * sets SYSLET_RING_NEED_SPARE (a call blocked with no spare parked), the
- * next submit to return starts one more thread, up to max_spares: the pool
- * grows off the hot path, by one thread per call that found none.
+ * sets SYSLET_RING_NEED_SPARE (a call blocked with no spare parked), or a
+ * handoff leaves fewer than min_spares parked, the next submit or threadlet
+ * to return starts one more thread, up to max_spares: the pool grows off
+ * the hot path, by one thread at a time. The blocked thread parks again
+ * once its call is done, so a steady load needs one spare per call blocked
+ * at once, plus the reserve.
+ *
+ * Threadlets. Every thread that may run the program (the main thread, pool
+ * threads) registers with the kernel for a threadlet slot and gets a
+ * threadlet stack of its own. syslet_threadlet_run() moves to that stack,
+ * publishes the continuation in the slot and calls fn, with no system call;
+ * if the thread blocks inside fn, a parked spare resumes the continuation
+ * (the caller returns SYSLET_WENT_ASYNC there) while this thread finishes
+ * fn on its threadlet stack, posts the result and parks as a spare.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,9 +58,13 @@
 /* Each thread's exec stack: the kernel's ioctl path needs little of it. */
 #define EXEC_STACK_SIZE	(64 * 1024)
 
+/* Each thread's threadlet stack: user code runs there (pages are touched lazily). */
+#define THREADLET_STACK_SIZE	(256 * 1024)
+
 /* The pool of one ring. */
 struct syslet_pool {
 	int fd;				/* a duplicate of the ring's descriptor, for spares */
+	struct syslet_threadlet_slot *slots;	/* the ring's threadlet slots */
 	unsigned int min_spares;
 	unsigned int max_spares;
 	long long idle_ns;
@@ -60,6 +75,7 @@ struct syslet_pool {
 	atomic_uint peak_parked_gap;	/* most threads out of PARK at once */
 	atomic_ulong handoffs;		/* continuations resumed by a spare */
 	atomic_ulong went_async;	/* submits that came back on another thread */
+	atomic_ulong threadlets_async;	/* threadlets that came back on another thread */
 	atomic_int stopping;
 };
 
@@ -70,6 +86,11 @@ struct syslet_thread {
 	struct syslet_pool *pool;	/* a pool thread's pool */
 	struct syslet_pool *joined;	/* the pool another thread joined as a spare */
 	sigjmp_buf home;		/* a pool thread's way out, on its own stack */
+	void *threadlet_stack;		/* mapping, guard page first; NULL until needed */
+	void *threadlet_stack_top;
+	struct syslet_threadlet_slot *slot;	/* this thread's, once registered */
+	struct syslet_pool *slot_pool;	/* the pool whose ring the slot is in */
+	int in_threadlet;		/* fn of a threadlet runs on this thread now */
 };
 
 static __thread struct syslet_thread *syslet_self;
@@ -129,6 +150,8 @@ static struct syslet_thread *self_get(void)
 
 static void self_free(struct syslet_thread *self)
 {
+	if (self->threadlet_stack)
+		munmap(self->threadlet_stack, THREADLET_STACK_SIZE + sysconf(_SC_PAGESIZE));
 	munmap(self->exec_stack, EXEC_STACK_SIZE + sysconf(_SC_PAGESIZE));
 	free(self);
 	syslet_self = NULL;
@@ -137,7 +160,17 @@ static void self_free(struct syslet_thread *self)
 /* In cont_x86_64.S. */
 long syslet__switch_and_exec(struct syslet_ring *ring, unsigned int count, void *exec_stack_top,
 			     struct syslet_pool *pool) __attribute__((visibility("hidden")));
-void syslet__resume(void *cookie, long result) __attribute__((visibility("hidden"), noreturn));
+void syslet__resume(void *cookie, long result, long went_async)
+	__attribute__((visibility("hidden"), noreturn));
+
+struct syslet__threadlet_ret {
+	long result;
+	long went_async;
+};
+struct syslet__threadlet_ret syslet__threadlet_enter(void *threadlet_stack_top,
+						     syslet_threadlet_fn fn, void *arg,
+						     __u64 *slot_state, struct syslet_pool *pool)
+	__attribute__((visibility("hidden")));
 
 /* Called on the exec stack: SYSLET_IOC_EXEC naming the continuation at @cookie. */
 __attribute__((visibility("hidden"))) long syslet__exec_cont(struct syslet_ring *ring,
@@ -200,9 +233,11 @@ __attribute__((noreturn)) static void spare_loop(struct syslet_pool *pool,
 			break;
 		/*
 		 * Only a pool thread may leave when idle: the main thread has
-		 * no stack of its own to go back to (see spare_leave()).
+		 * no stack of its own to go back to (see spare_leave()). Each
+		 * idle period it decides again (pool_retire()): whether it is
+		 * above the reserve depends on who else is parked by then.
 		 */
-		if (self->pool && atomic_load(&pool->parked) >= pool->min_spares)
+		if (self->pool)
 			park.timeout_ns = pool->idle_ns;
 		atomic_fetch_add(&pool->parked, 1);
 		ret = syscall(SYS_ioctl, pool->fd, SYSLET_IOC_PARK, &park);
@@ -210,7 +245,7 @@ __attribute__((noreturn)) static void spare_loop(struct syslet_pool *pool,
 		if (ret == 0) {
 			atomic_fetch_add(&pool->handoffs, 1);
 			pool_note_out_of_park(pool);
-			syslet__resume((void *)(uintptr_t)park.continuation, SYSLET_WENT_ASYNC);
+			syslet__resume((void *)(uintptr_t)park.continuation, SYSLET_WENT_ASYNC, 1);
 		}
 		if (errno == EINTR)
 			continue;
@@ -247,6 +282,101 @@ __attribute__((visibility("hidden"), noreturn)) void syslet__become_spare(struct
 	spare_loop(pool, self);
 }
 
+/*
+ * Registers the calling thread for threadlets on @pool's ring and makes its
+ * threadlet stack; 0 or -errno (ENOTTY: a kernel without threadlets, ENOSPC:
+ * every slot is taken). Then fn of a threadlet runs watched on this thread.
+ */
+static void pool_grow_if_asked(struct syslet_pool *pool, struct syslet_ring *ring);
+
+static int threadlet_register(struct syslet_thread *self, struct syslet_pool *pool)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	__u32 index;
+
+	if (self->slot)
+		return self->slot_pool == pool ? 0 : -EBUSY;
+	if (!pool->slots)
+		return -ENOTTY;
+	if (!self->threadlet_stack) {
+		void *stack = mmap(NULL, THREADLET_STACK_SIZE + page, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+
+		if (stack == MAP_FAILED)
+			return -ENOMEM;
+		mprotect(stack, page, PROT_NONE);
+		self->threadlet_stack = stack;
+		self->threadlet_stack_top = (char *)stack + THREADLET_STACK_SIZE + page;
+	}
+	if (syscall(SYS_ioctl, pool->fd, SYSLET_IOC_THREADLET_REGISTER, &index) < 0)
+		return -errno;
+	self->slot = &pool->slots[index];
+	self->slot_pool = pool;
+	return 0;
+}
+
+static void threadlet_unregister(struct syslet_thread *self)
+{
+	if (!self->slot)
+		return;
+	syscall(SYS_ioctl, self->slot_pool->fd, SYSLET_IOC_THREADLET_UNREGISTER);
+	self->slot = NULL;
+	self->slot_pool = NULL;
+}
+
+/*
+ * Called on the threadlet stack of a thread whose caller a spare took over
+ * while fn ran: posts fn's result, then becomes a spare.
+ */
+__attribute__((visibility("hidden"), noreturn)) void syslet__threadlet_orphaned(long result,
+									     struct syslet_pool *pool)
+{
+	struct syslet_thread *self = syslet_self;
+
+	self->in_threadlet = 0;
+	/*
+	 * Cannot fail but for a broken protocol (the kernel reserved the
+	 * completion slot when it handed the caller over): then stop at once,
+	 * rather than lose the result and leave the program waiting for it.
+	 */
+	if (syscall(SYS_ioctl, pool->fd, SYSLET_IOC_THREADLET_DONE, &result) < 0)
+		abort();
+	syslet__become_spare(pool);
+}
+
+LIBSYSLET_API int syslet_threadlet_run(struct syslet_ring *ring, syslet_threadlet_fn fn, void *arg,
+				       uint64_t user_data, long *result)
+{
+	struct syslet_pool *pool = ring->pool;
+	struct syslet__threadlet_ret ret;
+	struct syslet_thread *self;
+
+	/*
+	 * Unwatched, fn just runs: without a pool, off the main stack (see the
+	 * top of this file), inside another threadlet, or on a thread that
+	 * cannot register.
+	 */
+	if (!pool || !on_main_stack() || !(self = self_get()) || self->in_threadlet ||
+	    (self->pool && self->pool != pool) || (self->joined && self->joined != pool) ||
+	    threadlet_register(self, pool)) {
+		*result = fn(arg);
+		return 0;
+	}
+	self->slot->user_data = user_data;
+	self->in_threadlet = 1;
+	ret = syslet__threadlet_enter(self->threadlet_stack_top, fn, arg, &self->slot->state, pool);
+	/* As after syslet__switch_and_exec(): this may be another thread now. */
+	if (ret.went_async) {
+		atomic_fetch_add(&pool->threadlets_async, 1);
+		pool_grow_if_asked(pool, ring);
+		return SYSLET_WENT_ASYNC;
+	}
+	self->in_threadlet = 0;
+	*result = ret.result;
+	pool_grow_if_asked(pool, ring);
+	return 0;
+}
+
 static void *pool_thread_main(void *arg)
 {
 	struct syslet_pool *pool = arg;
@@ -258,9 +388,12 @@ static void *pool_thread_main(void *arg)
 		return NULL;
 	}
 	self->pool = pool;
+	/* A pool thread may run the program: its threadlets are watched too. */
+	threadlet_register(self, pool);
 	/* spare_leave() comes back here, from any stack this thread is on. */
 	if (sigsetjmp(self->home, 0) == 0)
 		spare_loop(pool, self);
+	threadlet_unregister(self);
 	self_free(self);
 	return NULL;
 }
@@ -318,6 +451,9 @@ LIBSYSLET_API int syslet_pool_start(struct syslet_ring *ring, const struct sysle
 		free(pool);
 		return -errno;
 	}
+	/* The kernel tells where the slots are since threadlets exist; 0 before. */
+	if (ring->params.threadlets_off)
+		pool->slots = (void *)((char *)ring->mem + ring->params.threadlets_off);
 	pool->min_spares = p.min_spares;
 	pool->max_spares = p.max_spares;
 	pool->idle_ns = (long long)(p.idle_ms ? p.idle_ms : 1) * 1000 * 1000;
@@ -347,17 +483,24 @@ LIBSYSLET_API void syslet_pool_stats(struct syslet_ring *ring, struct syslet_poo
 	stats->peak_busy = atomic_load(&pool->peak_parked_gap);
 	stats->handoffs = atomic_load(&pool->handoffs);
 	stats->went_async = atomic_load(&pool->went_async);
+	stats->threadlets_async = atomic_load(&pool->threadlets_async);
 }
 
-/* After a submit: a call found no spare, so start one if the bound allows. */
+/*
+ * After a submit or a threadlet: start one more thread, within the bound, if
+ * a call found no spare (SYSLET_RING_NEED_SPARE) or a handoff took the pool
+ * below its reserve of min_spares parked.
+ */
 static void pool_grow_if_asked(struct syslet_pool *pool, struct syslet_ring *ring)
 {
 	/* Pairs with the kernel's store-release of the flags. */
 	unsigned int flags = __atomic_load_n(&ring->hdr->flags, __ATOMIC_ACQUIRE);
+	unsigned int parked = atomic_load(&pool->parked);
 
-	/* One thread per lack: not again while one is on its way to PARK. */
-	if ((flags & SYSLET_RING_NEED_SPARE) && !atomic_load(&pool->parked) &&
-	    !atomic_load(&pool->starting))
+	/* One thread at a time: not again while one is on its way to PARK. */
+	if (atomic_load(&pool->starting))
+		return;
+	if (((flags & SYSLET_RING_NEED_SPARE) && !parked) || parked < pool->min_spares)
 		pool_spawn(pool);
 }
 
@@ -395,6 +538,9 @@ LIBSYSLET_API void syslet_pool_stop(struct syslet_ring *ring)
 		return;
 	/* No more continuations for it, no more threads; spares leave at the next wakeup. */
 	ring->pool = NULL;
+	/* Registered threads keep the ring open; pool threads leave theirs on the way out. */
+	if (syslet_self && syslet_self->slot_pool == pool)
+		threadlet_unregister(syslet_self);
 	atomic_store(&pool->stopping, 1);
 	/*
 	 * Spares parked without a time limit leave when the descriptor closes
