@@ -19,7 +19,7 @@ files=$(find "$dir/mnt" -type f | wc -l)
 
 for cache in cold warm; do
 	echo "syslet_du over $files files, $cache page cache:"
-	for mode in seq pool syslet; do
+	for mode in seq pool syslet threadlet; do
 		if [ "$cache" = cold ]; then
 			sync
 			echo 3 >/proc/sys/vm/drop_caches

@@ -117,9 +117,10 @@ pub trait PreemptOps: Sync {
 ///
 /// # Invariants
 ///
-/// `notifier` is initialized with the operations of `T`; it is registered on at most one task,
-/// only within [`PreemptNotifier::with_registered`], which holds the only mutable borrow of it and
-/// unregisters it before returning.
+/// `notifier` is initialized with the operations of `T`; it is registered on at most one task:
+/// within [`PreemptNotifier::with_registered`], which holds the only mutable borrow of it and
+/// unregisters it before returning, or by a [`TaskNotifiers`] set that holds a reference to it
+/// (in an [`Arc`], so never mutably borrowed) until it is unlinked.
 #[pin_data]
 pub struct PreemptNotifier<T: PreemptOps> {
     #[pin]
@@ -249,7 +250,7 @@ struct Registered<T: PreemptOps> {
 /// # Invariants
 ///
 /// Every entry of `entries` whose `task` is `Some` is linked into that task's notifier list, and
-/// no other notifier of the set is linked anywhere. `live` counts the former. `probe` is
+/// no other notifier of the set is linked anywhere. `live` counts the former. `exit_probe` is
 /// registered on `sched_process_exit` with `self` as its data while `self` lives.
 #[pin_data(PinnedDrop)]
 pub struct TaskNotifiers<T: PreemptOps> {

@@ -8,7 +8,9 @@
  *  2. a cached 4 KiB pread (shmem), one at a time and in batches of 32,
  *  3. a call that blocks (read from an empty pipe): how long until the
  *     program goes on, with a syslet handoff to a parked spare, a new
- *     thread per call, a thread-pool worker, and io_uring.
+ *     thread per call, a thread-pool worker, and io_uring,
+ *  4. a threadlet that does not block (enter, run, leave: no system call)
+ *     against a plain function call and a getppid.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -284,6 +286,60 @@ static void bench_block(unsigned int n)
 	report("io_uring (async poll), submit", uring_block(n), syslet);
 }
 
+/* --- 4. threadlets that do not block --- */
+
+static __attribute__((noinline)) long add_one(void *arg)
+{
+	return (long)arg + 1;
+}
+
+static long getppid_fn(void *arg)
+{
+	return syscall(__NR_getppid);
+}
+
+static void bench_threadlet(unsigned int n)
+{
+	struct syslet_pool_params params = { .min_spares = 1, .max_spares = 1, .idle_ms = 1000 };
+	long (*volatile call)(void *) = add_one;
+	static struct syslet_ring ring;
+	double t0, plain, fn_call;
+	long result, sum = 0;
+
+	/* A ring of its own: the handoff benchmark closed a descriptor of the other one. */
+	if (syslet_queue_init(&ring, 8, 0) || syslet_pool_start(&ring, &params))
+		exit(1);
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++)
+		syscall(__NR_getppid);
+	plain = (now_ns() - t0) / n;
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++)
+		sum += call((void *)(long)i);
+	fn_call = (now_ns() - t0) / n;
+	/* The first run registers the thread (one ioctl): not timed. */
+	syslet_threadlet_run(&ring, add_one, NULL, 0, &result);
+	printf("threadlet that does not block, %u runs; ratio to a plain getppid:\n", n);
+	report("plain syscall (getppid)", plain, plain);
+	report("plain function call", fn_call, plain);
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++) {
+		if (syslet_threadlet_run(&ring, add_one, (void *)(long)i, i, &result))
+			exit(1);
+		sum += result;
+	}
+	report("threadlet (enter, call, leave)", (now_ns() - t0) / n, plain);
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++)
+		if (syslet_threadlet_run(&ring, getppid_fn, NULL, i, &result))
+			exit(1);
+	report("threadlet calling getppid", (now_ns() - t0) / n, plain);
+	if (sum == 42)
+		printf("\n");
+	syslet_pool_stop(&ring);
+	syslet_queue_exit(&ring);
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int n = argc > 1 ? atoi(argv[1]) : 20000;
@@ -302,6 +358,7 @@ int main(int argc, char **argv)
 	bench_null(n);
 	bench_pread(n);
 	bench_block(n / 100 ? n / 100 : 1);
+	bench_threadlet(n);
 	printf("fdinfo counters: handoffs %ld, sync_fallbacks %ld, completed_inline %ld\n",
 	       fdinfo("handoffs"), fdinfo("sync_fallbacks"), fdinfo("completed_inline"));
 	io_uring_queue_exit(&uring);

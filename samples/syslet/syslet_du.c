@@ -9,6 +9,10 @@
  *           with syslet_submit_async(); a step that blocks (a cold cache)
  *           hands the loop to a spare, so the loop goes on with the other
  *           tasks while it waits;
+ *   threadlet  one event loop that runs each directory listing and each
+ *           file's hashing as a threadlet: plain calls, inline; one that
+ *           blocks returns the loop to it on a spare, and its result comes
+ *           back as a completion;
  *   pool    the fallback every io_uring runtime keeps for such calls: worker
  *           threads pulling tasks from a queue, plain system calls;
  *   seq     a plain recursive loop.
@@ -16,9 +20,10 @@
  * Every mode prints bytes, files, directories and an order-independent
  * checksum of the contents, which must agree; the syslet mode also prints
  * how many calls ran inline and how many completed after a handoff, and how
- * often the loop went on while a call blocked.
+ * often the loop went on while a call blocked; the threadlet mode how many
+ * threadlets ran inline and how many went async.
  *
- * Usage: syslet_du [-m syslet|pool|seq] [-t threads] [-b batch] DIR
+ * Usage: syslet_du [-m syslet|threadlet|pool|seq] [-t threads] [-b batch] DIR
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -457,6 +462,148 @@ static int syslet_walk(const char *root, unsigned int batch, struct totals *t, s
 	return 0;
 }
 
+/* ---- threadlets: plain calls, inline, handed over when they block ------ */
+
+/* A directory to list or a file to hash; run as one threadlet. */
+struct job {
+	char *path;
+	int is_dir;
+	struct totals t;	/* what the job found */
+	struct job *next;
+};
+
+struct threadlet_walk {
+	struct syslet_ring ring;
+	pthread_mutex_t lock;	/* jobs are queued by threadlets, maybe on other threads */
+	struct job *queue;
+	struct totals t;
+	unsigned long inline_done, async_done;
+};
+
+static struct threadlet_walk tw = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void tw_queue(char *path, int is_dir)
+{
+	struct job *job = calloc(1, sizeof(*job));
+
+	job->path = path;
+	job->is_dir = is_dir;
+	pthread_mutex_lock(&tw.lock);
+	job->next = tw.queue;
+	tw.queue = job;
+	pthread_mutex_unlock(&tw.lock);
+}
+
+/* The threadlet: lists a directory (queueing what is in it) or hashes a file. */
+static long run_job(void *arg)
+{
+	struct job *job = arg;
+	char *buf;
+	int fd;
+	long n;
+
+	if (!job->is_dir) {
+		buf = malloc(READ_CHUNK);
+		job->t.sum = plain_hash_file(job->path, buf);
+		free(buf);
+		return 0;
+	}
+	buf = malloc(DENTS_BUF);
+	fd = open(job->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	job->t.dirs = 1;
+	while (fd >= 0 && (n = syscall(SYS_getdents64, fd, buf, DENTS_BUF)) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *d = (void *)(buf + off);
+			struct statx stx;
+			char *child;
+
+			off += d->d_reclen;
+			if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+				continue;
+			child = join(job->path, d->d_name);
+			if (statx(AT_FDCWD, child, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_SIZE, &stx) ||
+			    !(S_ISDIR(stx.stx_mode) || S_ISREG(stx.stx_mode))) {
+				free(child);
+				continue;
+			}
+			if (S_ISREG(stx.stx_mode)) {
+				job->t.files++;
+				job->t.bytes += stx.stx_size;
+			}
+			tw_queue(child, S_ISDIR(stx.stx_mode));
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return 0;
+}
+
+static void tw_done(struct job *job)
+{
+	tw.t.bytes += job->t.bytes;
+	tw.t.files += job->t.files;
+	tw.t.dirs += job->t.dirs;
+	tw.t.sum += job->t.sum;
+	free(job->path);
+	free(job);
+}
+
+static int threadlet_walk(const char *root, struct totals *t)
+{
+	struct syslet_pool_params params = { .min_spares = 1, .max_spares = 8, .idle_ms = 1000 };
+	unsigned long in_flight = 0;
+	int ret;
+
+	ret = syslet_queue_init(&tw.ring, 64, 1024);
+	if (ret)
+		return ret;
+	ret = syslet_pool_start(&tw.ring, &params);
+	if (ret)
+		return ret;
+	tw_queue(strdup(root), 1);
+	for (;;) {
+		struct syslet_cqe *cqe;
+		struct job *job;
+
+		pthread_mutex_lock(&tw.lock);
+		job = tw.queue;
+		if (job)
+			tw.queue = job->next;
+		pthread_mutex_unlock(&tw.lock);
+		if (job) {
+			long result;
+
+			if (syslet_threadlet_run(&tw.ring, run_job, job, (uintptr_t)job, &result) ==
+			    SYSLET_WENT_ASYNC) {
+				/* The job finishes on the thread that blocked. */
+				in_flight++;
+			} else {
+				tw.inline_done++;
+				tw_done(job);
+			}
+		}
+		while ((cqe = syslet_peek_cqe(&tw.ring))) {
+			if (cqe->flags & SYSLET_CQE_F_THREADLET) {
+				in_flight--;
+				tw.async_done++;
+				tw_done((struct job *)(uintptr_t)cqe->user_data);
+			}
+			syslet_cqe_seen(&tw.ring);
+		}
+		if (job)
+			continue;
+		if (!in_flight)
+			break;
+		/* Nothing queued: wait for a job that blocked (it may queue more). */
+		ret = syslet_wait(&tw.ring, 1, -1);
+		if (ret < 0 && ret != -EINTR)
+			return ret;
+	}
+	*t = tw.t;
+	return 0;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -485,7 +632,7 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: %s [-m syslet|pool|seq] [-t threads] [-b batch] DIR\n",
+		fprintf(stderr, "usage: %s [-m syslet|threadlet|pool|seq] [-t threads] [-b batch] DIR\n",
 			argv[0]);
 		return 2;
 	}
@@ -495,6 +642,8 @@ int main(int argc, char **argv)
 		seq_walk(root, &t);
 	else if (!strcmp(mode, "pool"))
 		pool_walk(root, threads, &t);
+	else if (!strcmp(mode, "threadlet"))
+		ret = threadlet_walk(root, &t);
 	else
 		ret = syslet_walk(root, batch, &t, &w);
 	took = now_s() - start;
@@ -511,6 +660,14 @@ int main(int argc, char **argv)
 		printf("  (calls: %lu inline, %lu async; the loop went on %lu times while a call "
 		       "blocked, of %lu batches; spares: peak %u pool threads, at most %u out of "
 		       "PARK at once)", w.inline_done, w.async_done, w.went_async, w.batches,
+		       stats.peak_threads, stats.peak_busy);
+	}
+	if (!strcmp(mode, "threadlet")) {
+		struct syslet_pool_stats stats;
+
+		syslet_pool_stats(&tw.ring, &stats);
+		printf("  (threadlets: %lu inline, %lu async; spares: peak %u pool threads, at "
+		       "most %u out of PARK at once)", tw.inline_done, tw.async_done,
 		       stats.peak_threads, stats.peak_busy);
 	}
 	printf("\n");

@@ -58,6 +58,13 @@
 /* Each thread's exec stack: the kernel's ioctl path needs little of it. */
 #define EXEC_STACK_SIZE	(64 * 1024)
 
+/*
+ * Left unused above a stack's first frame: a function called there may read
+ * its caller's frame (glibc's syscall() takes its seventh argument from the
+ * stack, and a tail call makes that the first frame itself).
+ */
+#define STACK_TOP_RESERVE	64
+
 /* Each thread's threadlet stack: user code runs there (pages are touched lazily). */
 #define THREADLET_STACK_SIZE	(256 * 1024)
 
@@ -143,7 +150,7 @@ static struct syslet_thread *self_get(void)
 	}
 	/* A guard page below, so an overflow faults instead of corrupting. */
 	mprotect(self->exec_stack, page, PROT_NONE);
-	self->exec_stack_top = (char *)self->exec_stack + EXEC_STACK_SIZE + page;
+	self->exec_stack_top = (char *)self->exec_stack + EXEC_STACK_SIZE + page - STACK_TOP_RESERVE;
 	syslet_self = self;
 	return self;
 }
@@ -253,7 +260,14 @@ __attribute__((noreturn)) static void spare_loop(struct syslet_pool *pool,
 			continue;
 		if (errno == ETIMEDOUT)
 			goto retired;
-		break;	/* ESHUTDOWN: the ring is going away; anything else: give up */
+		/*
+		 * ESHUTDOWN: the ring is going away, and no spare can park on
+		 * it again: the pool starts no more threads. Anything else:
+		 * give up.
+		 */
+		if (errno == ESHUTDOWN)
+			atomic_store(&pool->stopping, 1);
+		break;
 	}
 	atomic_fetch_sub(&pool->threads, 1);
 retired:
@@ -306,7 +320,8 @@ static int threadlet_register(struct syslet_thread *self, struct syslet_pool *po
 			return -ENOMEM;
 		mprotect(stack, page, PROT_NONE);
 		self->threadlet_stack = stack;
-		self->threadlet_stack_top = (char *)stack + THREADLET_STACK_SIZE + page;
+		self->threadlet_stack_top =
+			(char *)stack + THREADLET_STACK_SIZE + page - STACK_TOP_RESERVE;
 	}
 	if (syscall(SYS_ioctl, pool->fd, SYSLET_IOC_THREADLET_REGISTER, &index) < 0)
 		return -errno;

@@ -362,6 +362,22 @@ TEST_F(threadlet, inline_threadlet_returns_its_result)
 	EXPECT_EQ(0, stats.threadlets_async);
 }
 
+static long getppid_fn(void *arg)
+{
+	/* A tail call: syscall() reads its seventh argument from this frame's caller. */
+	return syscall(SYS_getppid);
+}
+
+/* fn's first frame is a normal one: a tail call to syscall() works there. */
+TEST_F(threadlet, threadlet_frame_is_a_normal_frame)
+{
+	long result = 0;
+
+	ASSERT_EQ(0, syslet_pool_start(&self->ring, NULL));
+	ASSERT_EQ(0, syslet_threadlet_run(&self->ring, getppid_fn, NULL, 1, &result));
+	EXPECT_EQ(getppid(), result);
+}
+
 struct pipe_read {
 	int fd;
 	char buf[8];
