@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <fenv.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -260,17 +261,37 @@ TEST_F(threadlet, block_without_spare_is_synchronous)
 	pthread_join(w.thread, NULL);
 }
 
-/* Preemption is not a block: a busy threadlet keeps its caller; the spare stays parked. */
+static volatile int hog_stop;
+
+static void *hog_main(void *arg)
+{
+	while (!hog_stop)
+		;
+	return NULL;
+}
+
+/*
+ * Preemption is not a block: a threadlet that yields the CPU to a busy
+ * thread on the same CPU, over and over, keeps its caller; the spare stays
+ * parked.
+ */
 TEST_F(threadlet, preemption_is_not_a_block)
 {
 	struct syslet_threadlet_slot *slot;
 	struct timespec start, now;
 	struct spare s = { 0 };
+	pthread_t hog;
+	cpu_set_t one;
 	__u32 index;
 
 	ASSERT_EQ(0, ioctl(self->ring.fd, SYSLET_IOC_THREADLET_REGISTER, &index));
 	slot = slot_of(&self->ring, index);
 	start_spare(_metadata, &s, self->ring.fd);
+	/* This thread and the hog on one CPU: every yield switches to the other. */
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	ASSERT_EQ(0, sched_setaffinity(0, sizeof(one), &one));
+	ASSERT_EQ(0, pthread_create(&hog, NULL, hog_main, NULL));
 	__atomic_store_n(&slot->state, 0x4000, __ATOMIC_RELEASE);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	do {
@@ -279,6 +300,8 @@ TEST_F(threadlet, preemption_is_not_a_block)
 	} while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) <
 		 300000000L);
 	EXPECT_EQ(0x4000, __atomic_exchange_n(&slot->state, 0, __ATOMIC_ACQ_REL));
+	hog_stop = 1;
+	pthread_join(hog, NULL);
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "threadlet_handoffs"));
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 }
