@@ -25,6 +25,7 @@ use kernel::{
         Arc,
         SetOnce, //
     },
+    syscall::AtomMark,
     task::Task, //
 };
 
@@ -163,6 +164,9 @@ impl Context {
         if self.in_threadlet() {
             return Err(EBUSY);
         }
+        // A parked thread is inside a syslet ioctl: the threadlet hooks of every context ignore
+        // its sleep, so that only this park can hand out a continuation on its behalf.
+        let _mark = AtomMark::new()?;
         rings.set_flag(RING_NEED_SPARE, false);
         self.spares
             .park(&self.stats, timeout_ns, self.threadlets.as_ref().map(|t| &**t), write_cookie)
@@ -199,8 +203,10 @@ impl Context {
     }
 
     /// `SYSLET_IOC_THREADLET_UNREGISTER` by the current thread.
-    pub(crate) fn threadlet_unregister(&self) -> Result {
-        threadlet::unregister(self.threadlets.as_ref().ok_or(ENOENT)?)
+    ///
+    /// `force`: even inside a threadlet (the registration ioctl undoing itself).
+    pub(crate) fn threadlet_unregister(&self, force: bool) -> Result {
+        threadlet::unregister(self.threadlets.as_ref().ok_or(ENOENT)?, force)
     }
 
     /// `SYSLET_IOC_THREADLET_DONE`: posts the current thread's handed-off threadlet's result.

@@ -108,6 +108,9 @@ pub(crate) struct SpareSignal {
     queue: CondVar,
     /// Spares in the list; read without the lock.
     parked: Atomic<u32>,
+    /// Threadlet blocks not yet looked at by a spare: each lets one spare look once. Kernel
+    /// state, so that what user space writes to the slots cannot keep a spare looking.
+    blocks: Atomic<u32>,
 }
 
 impl SpareSignal {
@@ -116,9 +119,26 @@ impl SpareSignal {
         self.parked.load(Relaxed) != 0
     }
 
-    /// Wakes one parking spare that is asleep, to look for a blocked threadlet. Any context.
-    pub(crate) fn wake_one(&self) {
+    /// Records a threadlet block and wakes one parking spare that is asleep to look at it. Any
+    /// context.
+    pub(crate) fn post_block(&self) {
+        // Bounded: a spare that parks later looks once per block recorded, at most this often.
+        if self.blocks.load(Relaxed) < MAX_THREADLET_SLOTS {
+            self.blocks.fetch_add(1, Relaxed);
+        }
         self.queue.notify_one();
+    }
+
+    /// Takes one recorded block, if there is one.
+    fn take_block(&self) -> bool {
+        let mut blocks = self.blocks.load(Relaxed);
+        while blocks != 0 {
+            match self.blocks.cmpxchg(blocks, blocks - 1, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => blocks = now,
+            }
+        }
+        false
     }
 }
 
@@ -167,6 +187,7 @@ impl Spares {
                 pin_init!(SpareSignal {
                     queue <- new_condvar!("SpareSignal::queue"),
                     parked: Atomic::new(0),
+                    blocks: Atomic::new(0),
                 }),
                 GFP_KERNEL_ACCOUNT,
             )?,
@@ -282,12 +303,11 @@ impl Spares {
         }
         Stats::inc(&stats.spares_parked);
 
-        let current = current!();
         let ret = loop {
             let woken = spare.parker.park_interruptible_timeout_queued(
                 timeout_left(start, timeout_ns),
                 &self.signal.queue,
-                || threadlets.is_some_and(|set| set.any(|t, task| claimable(t, task, current))),
+                || threadlets.is_some() && self.signal.take_block(),
             );
             let lent_to = spare.lent_to.lock().clone();
             if let Some(cont) = lent_to.filter(|c| c.is_blocked()) {
@@ -371,16 +391,20 @@ fn claimable(threadlet: &Threadlet, task: &Task, current: &Task) -> bool {
 /// task may take; `Err` if `write_cookie` faulted.
 fn claim_threadlet(set: &Threadlets, write_cookie: &mut impl FnMut(u64) -> Result) -> Result<Option<u64>> {
     let current = current!();
-    // Each failed claim means its thread ran again or another spare won: bounded by the slots.
-    for _ in 0..MAX_THREADLET_SLOTS {
-        let Some(notifier) = set.find(|t, task| claimable(t, task, current)) else {
+    // Each threadlet is tried once: one that cannot be taken (its thread ran again, a result
+    // is pending, no completion room) does not hide the others.
+    let mut tried = 0u64;
+    loop {
+        let Some(notifier) = set.find(|t, task| {
+            t.index_bit() & tried == 0 && claimable(t, task, current)
+        }) else {
             return Ok(None);
         };
+        tried |= notifier.data().index_bit();
         if let Some(cookie) = notifier.data().claim(write_cookie)? {
             return Ok(Some(cookie));
         }
     }
-    Ok(None)
 }
 
 /// Returns the jiffies left of `timeout_ns` (zero: no limit) since `start`, for a park.

@@ -147,7 +147,7 @@ impl Context {
         let index = self.threadlet_register(file)?;
         if let Err(err) = writer.write(&index) {
             // The thread could not learn its slot: it is not registered.
-            let _ = self.threadlet_unregister();
+            let _ = self.threadlet_unregister(true);
             return Err(err);
         }
         Ok(0)
@@ -203,7 +203,7 @@ impl MiscDevice for Context {
             defs::IOC_WAIT => me.ioctl_wait(arg, size),
             defs::IOC_CANCEL => me.ioctl_cancel(arg, size),
             defs::IOC_THREADLET_REGISTER => me.ioctl_threadlet_register(file, arg, size),
-            defs::IOC_THREADLET_UNREGISTER => me.threadlet_unregister().map(|()| 0),
+            defs::IOC_THREADLET_UNREGISTER => me.threadlet_unregister(false).map(|()| 0),
             defs::IOC_THREADLET_DONE => me.ioctl_threadlet_done(arg, size),
             _ => Err(ENOTTY),
         }

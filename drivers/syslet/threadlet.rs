@@ -54,7 +54,11 @@ use kernel::{
         Arc,
         SpinLock, //
     },
-    syscall,
+    mm::Mm,
+    syscall::{
+        self,
+        AtomMark, //
+    },
     task::Task,
 };
 
@@ -122,6 +126,8 @@ struct Post {
     pending: bool,
     /// The threadlet's `user_data`, read when the spare took over.
     user_data: u64,
+    /// The thread unregistered or exited: no spare may take anything over any more.
+    gone: bool,
 }
 
 /// Wakes one parked spare of the context, from hard interrupt context.
@@ -131,7 +137,7 @@ pub(crate) struct WakeSpare {
 
 impl IrqWorkHandler for WakeSpare {
     fn run(&self) {
-        self.signal.wake_one();
+        self.signal.post_block();
     }
 }
 
@@ -140,8 +146,9 @@ impl IrqWorkHandler for WakeSpare {
 pub(crate) struct Threadlet {
     /// Its slot in the shared region.
     index: u32,
-    /// The address space it registered in: after an execve nothing is watched.
-    mm: usize,
+    /// The address space it registered in, kept allocated so that its address names it: after
+    /// an execve nothing is watched.
+    mm: ARef<Mm>,
     rings: Arc<Rings>,
     slots: Arc<SlotMap>,
     signal: Arc<SpareSignal>,
@@ -167,9 +174,9 @@ impl Threadlet {
         self.rings.threadlet_state(self.index) & THREADLET_STATE_MASK == THREADLET_BLOCKED
     }
 
-    /// Returns whether a handed-off threadlet's result is waiting to be posted.
-    fn has_pending(&self) -> bool {
-        self.post.lock().pending
+    /// Returns this registration's bit in a mask of slot indices.
+    pub(crate) fn index_bit(&self) -> u64 {
+        1 << self.index
     }
 
     /// Takes the blocked threadlet's continuation over for the current task (a spare).
@@ -186,7 +193,7 @@ impl Threadlet {
         let cookie = state & !THREADLET_STATE_MASK;
         write_cookie(cookie)?;
         let mut post = self.post.lock();
-        if post.pending || !self.rings.reserve_completion() {
+        if post.gone || post.pending || !self.rings.reserve_completion() {
             return Ok(None);
         }
         if !self
@@ -220,16 +227,30 @@ impl Threadlet {
         Ok(())
     }
 
-    /// The thread leaves: its slot is cleared and its reference to the file goes.
-    fn leave(&self) -> Option<ARef<File>> {
+    /// The thread leaves, unless a result is pending and `force` is not set: no spare takes
+    /// anything over from now on, and the slot is cleared. Returns the reference to the file,
+    /// or `None` if it did not leave.
+    fn leave(&self, force: bool) -> Option<Option<ARef<File>>> {
+        {
+            let mut post = self.post.lock();
+            if post.pending && !force {
+                return None;
+            }
+            post.gone = true;
+        }
         self.rings.clear_threadlet_slot(self.index);
-        self.file.lock().take()
+        Some(self.file.lock().take())
     }
 }
 
 #[pinned_drop]
 impl PinnedDrop for Threadlet {
     fn drop(self: Pin<&mut Self>) {
+        // Every path that ends a registration posts a pending result first (`task_exit`) or
+        // refuses to end it (`unregister`); a reservation left would fill the ring for good.
+        if self.post.lock().pending {
+            self.rings.unreserve_completion();
+        }
         self.slots.free(self.index);
     }
 }
@@ -246,10 +267,12 @@ impl PreemptOps for Threadlet {
 
     fn sched_out(&self, _next: &Task) {
         // Preemption is not a block; an exiting thread or one that execed has no program to
-        // hand over.
+        // hand over. Inside an exec or a park (of any context) the thread's continuation is
+        // that ioctl's business: two hooks would let two spares resume two programs.
         if current!().is_runnable()
             || syscall::current_is_exiting()
-            || syscall::current_mm_id() != self.mm
+            || syscall::current_mm_id() != self.mm.as_raw() as usize
+            || AtomMark::is_set()
         {
             return;
         }
@@ -274,6 +297,7 @@ impl PreemptOps for Threadlet {
     fn task_exit(&self) {
         let post = {
             let mut post = self.post.lock();
+            post.gone = true;
             core::mem::replace(&mut post.pending, false).then_some(post.user_data)
         };
         if let Some(user_data) = post {
@@ -285,7 +309,7 @@ impl PreemptOps for Threadlet {
             }]);
         }
         // Not the last reference to the file: released later, by task work or a workqueue.
-        drop(self.leave());
+        drop(self.leave(true));
     }
 }
 
@@ -302,11 +326,12 @@ pub(crate) fn register(
     if set.current().is_some() {
         return Err(EBUSY);
     }
+    let mm = ARef::from(&**current!().mm().ok_or(EINVAL)?);
     let index = slots.alloc().ok_or(ENOSPC)?;
     rings.clear_threadlet_slot(index);
     let threadlet = try_pin_init!(Threadlet {
         index,
-        mm: syscall::current_mm_id(),
+        mm,
         rings: rings.clone(),
         slots: slots.clone(),
         signal: signal.clone(),
@@ -318,25 +343,37 @@ pub(crate) fn register(
             Post {
                 pending: false,
                 user_data: 0,
+                gone: false,
             },
             "Threadlet::post"
         ),
         file <- new_spinlock!(Some(ARef::from(file)), "Threadlet::file"),
     });
-    // On failure from here on, dropping the threadlet frees the slot.
-    let notifier = Arc::pin_init(PreemptNotifier::new_pinned(threadlet), GFP_KERNEL_ACCOUNT)?;
+    let notifier = match Arc::pin_init(PreemptNotifier::new_pinned(threadlet), GFP_KERNEL_ACCOUNT) {
+        Ok(notifier) => notifier,
+        Err(err) => {
+            // Never built: its drop, which frees the index, does not run.
+            slots.free(index);
+            return Err(err);
+        }
+    };
+    // On failure the notifier goes, and its drop frees the index.
     set.register_current(notifier)?;
     Ok(index)
 }
 
 /// `SYSLET_IOC_THREADLET_UNREGISTER` by the current thread.
-pub(crate) fn unregister(set: &Threadlets) -> Result {
+///
+/// Fails with `EBUSY` inside a threadlet or with a result not posted, unless `force` (the
+/// registration ioctl undoing itself).
+pub(crate) fn unregister(set: &Threadlets, force: bool) -> Result {
     let current = set.current().ok_or(ENOENT)?;
-    if current.data().is_inside() || current.data().has_pending() {
+    if !force && current.data().is_inside() {
         return Err(EBUSY);
     }
-    let notifier = set.unregister_current().ok_or(ENOENT)?;
-    let file = notifier.data().leave();
+    // Marks it gone under its lock: no spare takes anything over after this.
+    let file = current.data().leave(force).ok_or(EBUSY)?;
+    let notifier = set.unregister_current();
     drop((notifier, current, file));
     Ok(())
 }

@@ -70,8 +70,8 @@ pub trait PreemptOps: Sync {
     fn sched_out(&self, next: &Task);
 
     /// The task exits with the notifier registered through [`TaskNotifiers`]; the notifier has
-    /// just been unregistered. Runs on the exiting task, with preemption disabled: must not
-    /// sleep.
+    /// just been unregistered. Runs on the exiting task, with preemption disabled and the set's
+    /// lock held: must not sleep, nor use the set.
     fn task_exit(&self) {}
 }
 
@@ -427,27 +427,23 @@ impl<T: PreemptOps> TaskNotifiers<T> {
             return;
         }
         let task = current!();
-        let exited = {
-            let mut entries = this.entries.lock();
-            let Some(entry) = entries
-                .iter_mut()
-                .find(|e| e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr()))
-            else {
-                return;
-            };
-            // SAFETY: Linked on the current task (type invariant); preemption is disabled, so no
-            // context switch walks the list meanwhile.
-            unsafe { bindings::preempt_notifier_unregister(entry.notifier.notifier.get()) };
-            this.live.fetch_sub(1, Relaxed);
-            // The task's reference goes, not the last: the task is running. The notifier's stays
-            // until `reap`, in process context.
-            // INVARIANT: Unlinked above.
-            entry.task = None;
-            entry.notifier.clone()
+        let mut entries = this.entries.lock();
+        let Some(entry) = entries
+            .iter_mut()
+            .find(|e| e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr()))
+        else {
+            return;
         };
-        exited.data.task_exit();
-        // Not the last reference: the entry still holds one until `reap`.
-        drop(exited);
+        // SAFETY: Linked on the current task (type invariant); preemption is disabled, so no
+        // context switch walks the list meanwhile.
+        unsafe { bindings::preempt_notifier_unregister(entry.notifier.notifier.get()) };
+        this.live.fetch_sub(1, Relaxed);
+        // The task's reference goes, not the last: the task is running.
+        // INVARIANT: Unlinked above.
+        entry.task = None;
+        // Under the lock, with the entry's reference: `reap` cannot take the last one from under
+        // it, and the notifier is never dropped here.
+        entry.notifier.data.task_exit();
     }
 }
 

@@ -237,10 +237,11 @@ pub fn restore_saved_sigmask() {
 
 /// Returns whether tasks `a` and `b` run under the same confinement: the same credentials (one
 /// `struct cred`, shared by threads until one of them changes its own), the same seccomp mode and
-/// filter, and the same `no_new_privs`.
+/// filter, the same `no_new_privs`, and neither traced.
 ///
 /// A program that moves from one thread to another between two such tasks gains nothing it did
-/// not have.
+/// not have, and escapes no tracer: a tracer attaches to threads, and one attached to either
+/// would stop seeing the program, or start seeing it unasked.
 pub fn same_confinement(a: &Task, b: &Task) -> bool {
     fn key(task: &Task) -> (usize, usize, i32, usize, bool) {
         let p = task.as_ptr();
@@ -258,7 +259,11 @@ pub fn same_confinement(a: &Task, b: &Task) -> bool {
             )
         }
     }
-    key(a) == key(b)
+    fn traced(task: &Task) -> bool {
+        // SAFETY: As above: one racy read of a flag word.
+        unsafe { core::ptr::read_volatile(&raw const (*task.as_ptr()).ptrace) != 0 }
+    }
+    !traced(a) && !traced(b) && key(a) == key(b)
 }
 
 /// Returns whether a real signal (not only a notification) is pending for the current task.

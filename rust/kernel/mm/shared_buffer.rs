@@ -141,24 +141,32 @@ impl UserSharedBuffer {
     }
 
     /// Sets `bits` in the `u32` at `offset` (an atomic OR, fully ordered).
-    pub fn fetch_or(&self, offset: usize, bits: u32) -> Result {
-        let word = self.atomic_u32(offset)?;
-        let mut old = word.load(Relaxed);
-        // A compare-and-exchange loop: `Atomic<u32>` has no OR of its own.
-        while let Err(now) = word.cmpxchg(old, old | bits, Full) {
-            old = now;
-        }
-        Ok(())
+    ///
+    /// Returns `false` if user space kept changing the word and the update was given up: the
+    /// loop is bounded, since it may run under the runqueue lock and user space can store to
+    /// the word as often as it likes. Only for words that are hints to user space.
+    pub fn fetch_or(&self, offset: usize, bits: u32) -> Result<bool> {
+        self.update(offset, |old| old | bits)
     }
 
-    /// Clears `bits` in the `u32` at `offset` (an atomic AND NOT, fully ordered).
-    pub fn fetch_andnot(&self, offset: usize, bits: u32) -> Result {
+    /// Clears `bits` in the `u32` at `offset`; as [`UserSharedBuffer::fetch_or`].
+    pub fn fetch_andnot(&self, offset: usize, bits: u32) -> Result<bool> {
+        self.update(offset, |old| old & !bits)
+    }
+
+    /// Replaces the `u32` at `offset` with `f(old)` by compare-and-exchange, a bounded number of
+    /// times; returns whether it did.
+    fn update(&self, offset: usize, f: impl Fn(u32) -> u32) -> Result<bool> {
+        const TRIES: usize = 8;
         let word = self.atomic_u32(offset)?;
         let mut old = word.load(Relaxed);
-        while let Err(now) = word.cmpxchg(old, old & !bits, Full) {
-            old = now;
+        for _ in 0..TRIES {
+            match word.cmpxchg(old, f(old), Full) {
+                Ok(_) => return Ok(true),
+                Err(now) => old = now,
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Adds `value` to the `u32` at `offset`, wrapping (fully ordered).

@@ -97,6 +97,7 @@ struct syslet_thread {
 	void *threadlet_stack_top;
 	struct syslet_threadlet_slot *slot;	/* this thread's, once registered */
 	struct syslet_pool *slot_pool;	/* the pool whose ring the slot is in */
+	int slot_error;			/* registering failed (-errno): fn runs unwatched */
 	int in_threadlet;		/* fn of a threadlet runs on this thread now */
 };
 
@@ -310,6 +311,9 @@ static int threadlet_register(struct syslet_thread *self, struct syslet_pool *po
 
 	if (self->slot)
 		return self->slot_pool == pool ? 0 : -EBUSY;
+	/* Failed once: not again on every threadlet (an ioctl each). */
+	if (self->slot_error)
+		return self->slot_error;
 	if (!pool->slots)
 		return -ENOTTY;
 	if (!self->threadlet_stack) {
@@ -323,8 +327,10 @@ static int threadlet_register(struct syslet_thread *self, struct syslet_pool *po
 		self->threadlet_stack_top =
 			(char *)stack + THREADLET_STACK_SIZE + page - STACK_TOP_RESERVE;
 	}
-	if (syscall(SYS_ioctl, pool->fd, SYSLET_IOC_THREADLET_REGISTER, &index) < 0)
-		return -errno;
+	if (syscall(SYS_ioctl, pool->fd, SYSLET_IOC_THREADLET_REGISTER, &index) < 0) {
+		self->slot_error = -errno;
+		return self->slot_error;
+	}
 	self->slot = &pool->slots[index];
 	self->slot_pool = pool;
 	return 0;

@@ -306,6 +306,101 @@ TEST_F(threadlet, preemption_is_not_a_block)
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
 }
 
+/* Returns the scheduler state letter of thread @tid of this process ('R', 'S'...). */
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	p = p ? strrchr(buf, ')') : NULL;
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+struct parked_self {
+	int fd;
+	pid_t tid;
+	__u32 index;
+	long ret;
+	int err;
+};
+
+static void *register_and_park_main(void *arg)
+{
+	struct parked_self *p = arg;
+	struct syslet_park park = { 0 };
+
+	p->tid = sys_gettid();
+	if (ioctl(p->fd, SYSLET_IOC_THREADLET_REGISTER, &p->index) < 0)
+		return (void *)1;
+	p->ret = ioctl(p->fd, SYSLET_IOC_PARK, &park);
+	p->err = errno;
+	return NULL;
+}
+
+/*
+ * What user space writes to a slot cannot keep a spare busy: a registered
+ * thread parked as a spare, its own slot forged to BLOCKED and the ring's
+ * cq_head made impossible (so no claim can succeed), stays asleep, and
+ * leaves when the context closes.
+ */
+TEST_F(threadlet, forged_slot_does_not_wake_a_spare)
+{
+	struct parked_self p = { .fd = self->ring.fd };
+	struct syslet_threadlet_slot *slot;
+	__u32 cq_head;
+	pthread_t thread;
+
+	ASSERT_EQ(0, pthread_create(&thread, NULL, register_and_park_main, &p));
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	slot = slot_of(&self->ring, p.index);
+	cq_head = self->ring.hdr->cq_head;
+	__atomic_store_n(&self->ring.hdr->cq_head, cq_head + 0x40000000, __ATOMIC_RELEASE);
+	__atomic_store_n(&slot->state, 0x6000 | SYSLET_THREADLET_BLOCKED, __ATOMIC_RELEASE);
+	for (int i = 0; i < 10; i++) {
+		usleep(20000);
+		ASSERT_EQ('S', thread_state(p.tid)) TH_LOG("the spare runs: it was woken");
+	}
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "threadlet_handoffs"));
+	__atomic_store_n(&self->ring.hdr->cq_head, cq_head, __ATOMIC_RELEASE);
+	__atomic_store_n(&slot->state, 0, __ATOMIC_RELEASE);
+	close(dup(self->ring.fd));	/* the context closes: the spare leaves */
+	ASSERT_EQ(0, join_within(thread, 10));
+	EXPECT_EQ(-1, p.ret);
+	EXPECT_EQ(ESHUTDOWN, p.err);
+}
+
+/*
+ * A thread inside a threadlet of one context that parks on another: that
+ * park's sleep is not a block of the threadlet (two hooks would let two
+ * spares resume two programs), whatever the first context's spares do.
+ */
+TEST_F(threadlet, park_on_another_context_is_not_a_block)
+{
+	struct syslet_park park = { .timeout_ns = 200 * 1000 * 1000 };
+	struct syslet_threadlet_slot *slot;
+	struct syslet_ring other;
+	struct spare s = { 0 };
+	__u32 index;
+
+	ASSERT_EQ(0, syslet_queue_init(&other, 4, 0));
+	ASSERT_EQ(0, ioctl(self->ring.fd, SYSLET_IOC_THREADLET_REGISTER, &index));
+	slot = slot_of(&self->ring, index);
+	start_spare(_metadata, &s, self->ring.fd);
+	__atomic_store_n(&slot->state, 0x7000, __ATOMIC_RELEASE);
+	EXPECT_EQ(-1, ioctl(other.fd, SYSLET_IOC_PARK, &park));
+	EXPECT_EQ(ETIMEDOUT, errno);
+	EXPECT_EQ(0x7000, __atomic_exchange_n(&slot->state, 0, __ATOMIC_ACQ_REL));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "threadlet_handoffs"));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
+}
+
 struct exiting {
 	int fd;
 	struct syslet_threadlet_slot *slots;
