@@ -20,18 +20,27 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! [`Runtime`] adds the handoff runtime: a bounded pool of spare threads and
+//! [threadlets](threadlet): closures run inline by a program, which goes on on a spare thread
+//! if one blocks. See [`threadlet`] for what that guarantees and what it asks of the caller.
+//!
 //! All `unsafe` code is in the `sys` module, each block with its `SAFETY` argument. No async
-//! runtime is involved: an exec returns when its batch is done.
+//! runtime is involved: an exec returns when its batch is done, a threadlet when it is done or
+//! has blocked.
 
 mod fallback;
 pub mod op;
 mod probe;
+mod queue;
 mod ring;
+mod runtime;
 mod sys;
+pub mod threadlet;
 
 pub use fallback::{Executor, Fallback};
 pub use probe::{Features, probe};
 pub use ring::{Completion, Ring};
+pub use runtime::{DEFAULT_MAX_SPARES, PoolParams, Program, Runtime, Stats};
 pub use sys::{DEVICE, Request};
 
 #[cfg(test)]
@@ -76,6 +85,17 @@ mod tests {
         let ppid = done.pop().unwrap();
         assert!(ppid.into_fd().is_err());
         assert!(done.pop().unwrap().into_fd().is_ok());
+    }
+
+    /// Where the device is missing, starting a runtime says so; the caller picks the fallback.
+    #[test]
+    fn runtime_start_needs_the_device() {
+        match Runtime::start(PoolParams::default()) {
+            Ok(rt) => assert!(rt.is_syslet()),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        }
+        let bad = PoolParams { min_spares: 2, max_spares: 1, idle_ms: 0 };
+        assert_eq!(Runtime::start(bad).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
     }
 
     /// Without the device, the executor says so and falls back.

@@ -14,6 +14,10 @@ pub struct Features {
     pub atoms: bool,
     /// `SYSLET_IOC_PARK` takes a time limit (spare pools can shrink).
     pub park_timeout: bool,
+    /// Threadlets: the region has slots and a thread can register
+    /// (`SYSLET_IOC_THREADLET_REGISTER` is not `ENOTTY`); without them [`crate::threadlet::run`]
+    /// runs its closure inline.
+    pub threadlets: bool,
 }
 
 /// Asks the kernel what it supports; `Err` (e.g. `NotFound`) when `/dev/syslet` is unusable,
@@ -28,5 +32,6 @@ pub fn probe() -> io::Result<Features> {
         ring.park(1).map_err(|e| e.kind()),
         Err(io::ErrorKind::TimedOut)
     );
-    Ok(Features { atoms, park_timeout })
+    let threadlets = ring.threadlets_work();
+    Ok(Features { atoms, park_timeout, threadlets })
 }
