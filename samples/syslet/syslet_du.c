@@ -93,17 +93,16 @@ static uint64_t plain_hash_file(const char *path, char *data)
 }
 
 /*
- * Walks the entries of directory @path with plain calls: regular files are
- * hashed and counted into @t, subdirectories handed to @subdir, which takes
- * the path it is given. @dents and @data are the caller's buffers.
+ * Lists directory @path with plain calls (getdents64, statx) into @dents,
+ * calling @entry with the path of each directory and regular file in it
+ * (the callee takes the path) and its statx.
  */
-static void plain_dir(const char *path, struct totals *t, char *dents, char *data,
-		      void (*subdir)(void *ctx, char *child), void *ctx)
+static void list_dir(const char *path, char *dents,
+		     void (*entry)(void *ctx, char *child, const struct statx *stx), void *ctx)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	long n;
 
-	t->dirs++;
 	while (fd >= 0 && (n = syscall(SYS_getdents64, fd, dents, DENTS_BUF)) > 0) {
 		for (long off = 0; off < n;) {
 			struct linux_dirent64 *d = (void *)(dents + off);
@@ -114,24 +113,52 @@ static void plain_dir(const char *path, struct totals *t, char *dents, char *dat
 			if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
 				continue;
 			child = join(path, d->d_name);
-			if (statx(AT_FDCWD, child, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_SIZE, &stx)) {
+			if (statx(AT_FDCWD, child, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_SIZE, &stx) ||
+			    !(S_ISDIR(stx.stx_mode) || S_ISREG(stx.stx_mode))) {
 				free(child);
 				continue;
 			}
-			if (S_ISDIR(stx.stx_mode)) {
-				subdir(ctx, child);
-				continue;
-			}
-			if (S_ISREG(stx.stx_mode)) {
-				t->files++;
-				t->bytes += stx.stx_size;
-				t->sum += plain_hash_file(child, data);
-			}
-			free(child);
+			entry(ctx, child, &stx);
 		}
 	}
 	if (fd >= 0)
 		close(fd);
+}
+
+/* plain_dir()'s state while it lists one directory. */
+struct plain_dir {
+	struct totals *t;
+	char *data;
+	void (*subdir)(void *ctx, char *child);
+	void *ctx;
+};
+
+static void plain_entry(void *arg, char *child, const struct statx *stx)
+{
+	struct plain_dir *pd = arg;
+
+	if (S_ISDIR(stx->stx_mode)) {
+		pd->subdir(pd->ctx, child);
+		return;
+	}
+	pd->t->files++;
+	pd->t->bytes += stx->stx_size;
+	pd->t->sum += plain_hash_file(child, pd->data);
+	free(child);
+}
+
+/*
+ * Walks the entries of directory @path with plain calls: regular files are
+ * hashed and counted into @t, subdirectories handed to @subdir, which takes
+ * the path it is given. @dents and @data are the caller's buffers.
+ */
+static void plain_dir(const char *path, struct totals *t, char *dents, char *data,
+		      void (*subdir)(void *ctx, char *child), void *ctx)
+{
+	struct plain_dir pd = { .t = t, .data = data, .subdir = subdir, .ctx = ctx };
+
+	t->dirs++;
+	list_dir(path, dents, plain_entry, &pd);
 }
 
 static void seq_walk(const char *path, struct totals *t);
@@ -494,13 +521,22 @@ static void tw_queue(char *path, int is_dir)
 	pthread_mutex_unlock(&tw.lock);
 }
 
+static void job_entry(void *arg, char *child, const struct statx *stx)
+{
+	struct job *job = arg;
+
+	if (S_ISREG(stx->stx_mode)) {
+		job->t.files++;
+		job->t.bytes += stx->stx_size;
+	}
+	tw_queue(child, S_ISDIR(stx->stx_mode));
+}
+
 /* The threadlet: lists a directory (queueing what is in it) or hashes a file. */
 static long run_job(void *arg)
 {
 	struct job *job = arg;
 	char *buf;
-	int fd;
-	long n;
 
 	if (!job->is_dir) {
 		buf = malloc(READ_CHUNK);
@@ -509,32 +545,8 @@ static long run_job(void *arg)
 		return 0;
 	}
 	buf = malloc(DENTS_BUF);
-	fd = open(job->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	job->t.dirs = 1;
-	while (fd >= 0 && (n = syscall(SYS_getdents64, fd, buf, DENTS_BUF)) > 0) {
-		for (long off = 0; off < n;) {
-			struct linux_dirent64 *d = (void *)(buf + off);
-			struct statx stx;
-			char *child;
-
-			off += d->d_reclen;
-			if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
-				continue;
-			child = join(job->path, d->d_name);
-			if (statx(AT_FDCWD, child, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_SIZE, &stx) ||
-			    !(S_ISDIR(stx.stx_mode) || S_ISREG(stx.stx_mode))) {
-				free(child);
-				continue;
-			}
-			if (S_ISREG(stx.stx_mode)) {
-				job->t.files++;
-				job->t.bytes += stx.stx_size;
-			}
-			tw_queue(child, S_ISDIR(stx.stx_mode));
-		}
-	}
-	if (fd >= 0)
-		close(fd);
+	list_dir(job->path, buf, job_entry, job);
 	free(buf);
 	return 0;
 }

@@ -13,6 +13,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/audit.h>
@@ -194,6 +196,44 @@ static inline int start_late_write(struct late_write *w, int fd, int ms, const c
 	w->ms = ms;
 	w->text = text;
 	return pthread_create(&w->thread, NULL, late_write_main, w);
+}
+
+/*
+ * Forks a child that runs @setup, which puts calls in flight and returns 0
+ * (or the exit code to fail with; 1: no syslet device), then kills it with
+ * SIGKILL while they are. Returns 0 with the killed child's wait status in
+ * *@status, 1 with its exit status if @setup failed, or -1.
+ */
+static inline int kill_9_in_flight(int (*setup)(void), int *status)
+{
+	int ready[2], ret = 0;
+	pid_t pid;
+	char c;
+
+	if (pipe(ready))
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int err = setup();
+
+		if (err)
+			_exit(err);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1)
+		ret = 1;
+	else if (kill(pid, SIGKILL))
+		ret = -1;
+	close(ready[0]);
+	if (waitpid(pid, status, 0) != pid)
+		return -1;
+	return ret;
 }
 
 #endif /* SYSLET_SELFTEST_UTIL_H */
