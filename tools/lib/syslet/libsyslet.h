@@ -30,6 +30,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 #include <linux/syslet.h>
 
@@ -191,6 +193,66 @@ static inline void syslet_prep(struct syslet_sqe *sqe, unsigned int nr, uint64_t
 	sqe->args[3] = a3;
 	sqe->args[4] = a4;
 	sqe->args[5] = a5;
+}
+
+/*
+ * Prep helpers for common calls: each fills @sqe as syslet_prep() would,
+ * with the x86-64 system call number and the arguments in the order of
+ * the call itself. The memory they name must stay valid until the
+ * completion arrives.
+ */
+static inline void syslet_prep_read(struct syslet_sqe *sqe, int fd, void *buf, size_t len)
+{
+	syslet_prep(sqe, SYS_read, fd, (uintptr_t)buf, len, 0, 0, 0);
+}
+
+static inline void syslet_prep_write(struct syslet_sqe *sqe, int fd, const void *buf, size_t len)
+{
+	syslet_prep(sqe, SYS_write, fd, (uintptr_t)buf, len, 0, 0, 0);
+}
+
+static inline void syslet_prep_pread(struct syslet_sqe *sqe, int fd, void *buf, size_t len,
+				     off_t offset)
+{
+	syslet_prep(sqe, SYS_pread64, fd, (uintptr_t)buf, len, offset, 0, 0);
+}
+
+static inline void syslet_prep_pwrite(struct syslet_sqe *sqe, int fd, const void *buf,
+				      size_t len, off_t offset)
+{
+	syslet_prep(sqe, SYS_pwrite64, fd, (uintptr_t)buf, len, offset, 0, 0);
+}
+
+static inline void syslet_prep_openat(struct syslet_sqe *sqe, int dirfd, const char *path,
+				      int flags, mode_t mode)
+{
+	syslet_prep(sqe, SYS_openat, (uint64_t)(int64_t)dirfd, (uintptr_t)path, flags, mode, 0,
+		    0);
+}
+
+static inline void syslet_prep_close(struct syslet_sqe *sqe, int fd)
+{
+	syslet_prep(sqe, SYS_close, fd, 0, 0, 0, 0, 0);
+}
+
+static inline void syslet_prep_fsync(struct syslet_sqe *sqe, int fd)
+{
+	syslet_prep(sqe, SYS_fsync, fd, 0, 0, 0, 0, 0);
+}
+
+struct statx;	/* <sys/stat.h> with _GNU_SOURCE, or <linux/stat.h> */
+
+static inline void syslet_prep_statx(struct syslet_sqe *sqe, int dirfd, const char *path,
+				     int flags, unsigned int mask, struct statx *stx)
+{
+	syslet_prep(sqe, SYS_statx, (uint64_t)(int64_t)dirfd, (uintptr_t)path, flags, mask,
+		    (uintptr_t)stx, 0);
+}
+
+static inline void syslet_prep_getdents64(struct syslet_sqe *sqe, int fd, void *dirp,
+					  size_t count)
+{
+	syslet_prep(sqe, SYS_getdents64, fd, (uintptr_t)dirp, count, 0, 0, 0);
 }
 
 /* Publishes the prepared entries and runs up to @count of them. */

@@ -809,4 +809,63 @@ TEST(seccomp_allowed_atoms_run)
 	EXPECT_GT(res, 0);
 }
 
+/* Submits the entries queued on @ring and takes their @n results, in order. */
+static void run_queued(struct __test_metadata *_metadata, struct syslet_ring *ring, int n,
+		       long long *res)
+{
+	ASSERT_EQ(n, syslet_submit(ring));
+	for (int i = 0; i < n; i++) {
+		struct syslet_cqe *cqe = syslet_peek_cqe(ring);
+
+		ASSERT_NE(NULL, cqe);
+		res[i] = cqe->res;
+		syslet_cqe_seen(ring);
+	}
+}
+
+/* The prep helpers run the calls they are named after, with their arguments in order. */
+TEST_F(ring, prep_helpers_run_the_calls_they_name)
+{
+	char dir[] = "/tmp/syslet-prep-XXXXXX", path[64], back[6] = { 0 }, dents[4096];
+	struct statx stx = { 0 };
+	long long res[4];
+	int fd, dfd;
+
+	ASSERT_NE(NULL, mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/f", dir);
+	syslet_prep_openat(syslet_get_sqe(&self->ring), AT_FDCWD, path, O_CREAT | O_RDWR, 0600);
+	run_queued(_metadata, &self->ring, 1, res);
+	ASSERT_LE(0, res[0]);
+	fd = res[0];
+	syslet_prep_write(syslet_get_sqe(&self->ring), fd, "hello", 5);
+	syslet_prep_pwrite(syslet_get_sqe(&self->ring), fd, "J", 1, 0);
+	syslet_prep_fsync(syslet_get_sqe(&self->ring), fd);
+	syslet_prep_pread(syslet_get_sqe(&self->ring), fd, back, 5, 0);
+	run_queued(_metadata, &self->ring, 4, res);
+	EXPECT_EQ(5, res[0]);
+	EXPECT_EQ(1, res[1]);
+	EXPECT_EQ(0, res[2]);
+	EXPECT_EQ(5, res[3]);
+	EXPECT_STREQ("Jello", back);
+	ASSERT_EQ(0, lseek(fd, 0, SEEK_SET));
+	syslet_prep_read(syslet_get_sqe(&self->ring), fd, back, 2);
+	syslet_prep_statx(syslet_get_sqe(&self->ring), AT_FDCWD, path, 0, STATX_SIZE, &stx);
+	syslet_prep_close(syslet_get_sqe(&self->ring), fd);
+	run_queued(_metadata, &self->ring, 3, res);
+	EXPECT_EQ(2, res[0]);
+	EXPECT_EQ(0, res[1]);
+	EXPECT_EQ(5, stx.stx_size);
+	EXPECT_EQ(0, res[2]);
+	EXPECT_EQ(-1, fcntl(fd, F_GETFD)) TH_LOG("the close atom did not close it");
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	ASSERT_LE(0, dfd);
+	syslet_prep_getdents64(syslet_get_sqe(&self->ring), dfd, dents, sizeof(dents));
+	run_queued(_metadata, &self->ring, 1, res);
+	EXPECT_LT(0, res[0]);
+	EXPECT_NE(NULL, memmem(dents, res[0] > 0 ? res[0] : 0, "f", 2)) TH_LOG("no entry f");
+	close(dfd);
+	unlink(path);
+	rmdir(dir);
+}
+
 TEST_HARNESS_MAIN
