@@ -10,7 +10,9 @@
  *     program goes on, with a syslet handoff to a parked spare, a new
  *     thread per call, a thread-pool worker, and io_uring,
  *  4. a threadlet that does not block (enter, run, leave: no system call)
- *     against a plain function call and a getppid.
+ *     against a plain function call and a getppid, and what naming the
+ *     continuation (syslet_submit_async()) adds to an exec that does not
+ *     block.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -319,7 +321,8 @@ static void bench_threadlet(unsigned int n)
 	fn_call = (now_ns() - t0) / n;
 	/* The first run registers the thread (one ioctl): not timed. */
 	syslet_threadlet_run(&ring, add_one, NULL, 0, &result);
-	printf("threadlet that does not block, %u runs; ratio to a plain getppid:\n", n);
+	printf("threadlets and continuations that do not block, %u runs; ratio to a plain getppid:\n",
+	       n);
 	report("plain syscall (getppid)", plain, plain);
 	report("plain function call", fn_call, plain);
 	t0 = now_ns();
@@ -334,6 +337,23 @@ static void bench_threadlet(unsigned int n)
 		if (syslet_threadlet_run(&ring, getppid_fn, NULL, i, &result))
 			exit(1);
 	report("threadlet calling getppid", (now_ns() - t0) / n, plain);
+	/* What naming the continuation adds to an exec that does not block. */
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++) {
+		syslet_prep(syslet_get_sqe(&ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+		if (syslet_submit_n(&ring, 1) != 1)
+			exit(1);
+		syslet_cqe_seen(&ring);
+	}
+	report("exec of 1 getppid, plain submit", (now_ns() - t0) / n, plain);
+	t0 = now_ns();
+	for (unsigned int i = 0; i < n; i++) {
+		syslet_prep(syslet_get_sqe(&ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+		if (syslet_submit_async(&ring, 1) != 1)
+			exit(1);
+		syslet_cqe_seen(&ring);
+	}
+	report("exec of 1 getppid, submit_async", (now_ns() - t0) / n, plain);
 	if (sum == 42)
 		printf("\n");
 	syslet_pool_stop(&ring);
