@@ -73,6 +73,12 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     if args.flags != 0 || args.resv != 0 {
         return Err(EINVAL);
     }
+    // Atoms do not pass through the system call entry: a tracer, the audit log or the
+    // `raw_syscalls` tracepoints would not see them. While any of them watches this thread's
+    // calls, none runs unseen.
+    if syscall::current_syscalls_watched() {
+        return Err(EPERM);
+    }
     let rings = ctx.rings()?;
     // A threadlet's hook watches this thread already: a second continuation would let two
     // spares resume two programs.

@@ -68,3 +68,9 @@ __rust_helper void rust_helper_tracepoint_synchronize_unregister(void)
 {
 	tracepoint_synchronize_unregister();
 }
+
+__rust_helper bool rust_helper_current_syscalls_watched(void)
+{
+	return test_syscall_work(SYSCALL_TRACE) || test_syscall_work(SYSCALL_EMU) ||
+	       test_syscall_work(SYSCALL_AUDIT) || test_syscall_work(SYSCALL_TRACEPOINT);
+}

@@ -278,6 +278,18 @@ pub fn in_compat_syscall() -> bool {
     unsafe { bindings::in_compat_syscall() }
 }
 
+/// Returns whether the current task's system calls are watched on their way in and out:
+/// ptrace syscall tracing or emulation (`PTRACE_SYSCALL`, `PTRACE_SYSEMU`), syscall auditing,
+/// or the `raw_syscalls` tracepoints.
+///
+/// These hooks run in the system call entry and exit paths, which a call run from inside
+/// another one does not take: an interface that runs submitted calls refuses to while they are
+/// on, rather than run calls that a tracer, the audit log or a tracing tool would never see.
+pub fn current_syscalls_watched() -> bool {
+    // SAFETY: Only reads the current task's syscall work flags.
+    unsafe { bindings::current_syscalls_watched() }
+}
+
 /// Returns whether the current task is exiting (`PF_EXITING`).
 pub fn current_is_exiting() -> bool {
     // SAFETY: `get_current()` is the current task, valid while it runs; only it changes its own

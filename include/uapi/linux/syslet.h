@@ -154,7 +154,14 @@ struct syslet_params {
  *   EINVAL  bad flags/reserved fields or corrupt ring indices
  *   EBUSY   submissions pending but the completion ring is full
  *   ENXIO   the rings are not set up
- *   EPERM   the file belongs to another process
+ *   EPERM   the file belongs to another process, or the calling thread's
+ *           system calls are being watched: ptrace syscall tracing or
+ *           emulation (PTRACE_SYSCALL, PTRACE_SYSEMU), syscall auditing
+ *           (an audit context with syscall rules), or the raw_syscalls
+ *           tracepoints enabled (perf trace, ftrace, BPF). Atoms do not
+ *           pass through the system call entry, so none of these would
+ *           see them: syslet refuses to run them unseen. (Calls made
+ *           inside a threadlet are direct calls, seen as usual.)
  *   EDEADLK called from an atom (no syslet ioctl runs inside an atom)
  *   ENOTTY  called through the 32-bit (compat) ioctl entry
  *
