@@ -25,7 +25,11 @@ use kernel::{
         Arc,
         SetOnce, //
     },
-    syscall::AtomMark,
+    syscall::{
+        self,
+        AtomMark,
+        SysletPolicy, //
+    },
     task::Task, //
 };
 
@@ -115,6 +119,13 @@ impl Context {
     ///
     /// Fails with `EBUSY` if the rings already exist.
     pub(crate) fn setup(&self, params: &mut Params) -> Result {
+        // The administrator's switch (`kernel.syslet_disabled`), checked where rings are made:
+        // rings that exist keep working.
+        match syscall::syslet_policy() {
+            SysletPolicy::Allowed => {}
+            SysletPolicy::PrivilegedOnly if syscall::capable_sys_admin() => {}
+            _ => return Err(EPERM),
+        }
         if self.rings.as_ref().is_some() {
             return Err(EBUSY);
         }

@@ -74,3 +74,12 @@ __rust_helper bool rust_helper_current_syscalls_watched(void)
 	return test_syscall_work(SYSCALL_TRACE) || test_syscall_work(SYSCALL_EMU) ||
 	       test_syscall_work(SYSCALL_AUDIT) || test_syscall_work(SYSCALL_TRACEPOINT);
 }
+
+#ifdef CONFIG_SYSLET_HOOKS
+extern int sysctl_syslet_disabled;	/* kernel/syslet_sysctl.c */
+
+__rust_helper int rust_helper_syslet_disabled(void)
+{
+	return READ_ONCE(sysctl_syslet_disabled);
+}
+#endif

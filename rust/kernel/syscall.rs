@@ -278,6 +278,34 @@ pub fn in_compat_syscall() -> bool {
     unsafe { bindings::in_compat_syscall() }
 }
 
+/// Who may set up syslet rings, by the administrator's `kernel.syslet_disabled` sysctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysletPolicy {
+    /// 0: anyone who can open the device.
+    Allowed,
+    /// 1: only tasks with `CAP_SYS_ADMIN`.
+    PrivilegedOnly,
+    /// 2: nobody.
+    Disabled,
+}
+
+/// Returns the administrator's current `kernel.syslet_disabled` setting.
+pub fn syslet_policy() -> SysletPolicy {
+    // SAFETY: Reads an `int` the sysctl handler keeps within 0..=2.
+    match unsafe { bindings::syslet_disabled() } {
+        0 => SysletPolicy::Allowed,
+        1 => SysletPolicy::PrivilegedOnly,
+        _ => SysletPolicy::Disabled,
+    }
+}
+
+/// Returns whether the current task has `CAP_SYS_ADMIN` (and records its use, as `capable()`
+/// does).
+pub fn capable_sys_admin() -> bool {
+    // SAFETY: Checks the current task's credentials; always valid in process context.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+}
+
 /// Returns whether the current task's system calls are watched on their way in and out:
 /// ptrace syscall tracing or emulation (`PTRACE_SYSCALL`, `PTRACE_SYSEMU`), syscall auditing,
 /// or the `raw_syscalls` tracepoints.

@@ -133,6 +133,9 @@ struct syslet_ring_header {
 /*
  * SYSLET_IOC_SETUP argument. In: sq_entries, cq_entries, flags. Out, copied
  * back: the rest. One setup per open file; reserved fields must be zero.
+ * Fails with EPERM when the administrator's sysctl kernel.syslet_disabled
+ * says so: 1, the caller lacks CAP_SYS_ADMIN; 2, always. Rings set up
+ * before keep working.
  */
 struct syslet_params {
 	__u32	sq_entries;	/* in: power of two, 1..SYSLET_MAX_SQ_ENTRIES */

@@ -29,6 +29,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/syslet.h>
 
@@ -1109,6 +1110,81 @@ TEST(exec_refused_while_syscalls_are_traced)
 	EXPECT_TRUE(detached);
 	ASSERT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
+}
+
+/* Writes @value to kernel.syslet_disabled; 0 or -errno. */
+static int set_syslet_disabled(const char *value)
+{
+	int fd = open("/proc/sys/kernel/syslet_disabled", O_WRONLY), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, value, strlen(value)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* Sets up a ring on a new descriptor: 0 or -errno, as syslet_queue_init() says. */
+static int try_setup(void)
+{
+	struct syslet_ring ring;
+	int ret = syslet_queue_init(&ring, 4, 0);
+
+	if (!ret)
+		syslet_queue_exit(&ring);
+	return ret;
+}
+
+/* Drops CAP_SYS_ADMIN from this thread's effective and permitted sets. */
+static int drop_sys_admin(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data))
+		return -1;
+	data[0].effective &= ~(1U << CAP_SYS_ADMIN);
+	data[0].permitted &= ~(1U << CAP_SYS_ADMIN);
+	data[0].inheritable &= ~(1U << CAP_SYS_ADMIN);
+	return syscall(SYS_capset, &hdr, data);
+}
+
+/*
+ * The administrator's switch, kernel.syslet_disabled: 2 refuses every
+ * setup (a ring set up before keeps working), 1 refuses a caller without
+ * CAP_SYS_ADMIN only, 0 lets everyone in again.
+ */
+TEST(admin_switch_disables_setup)
+{
+	struct syslet_ring before;
+	int status;
+	pid_t pid;
+
+	if (access("/proc/sys/kernel/syslet_disabled", W_OK))
+		SKIP(return, "no kernel.syslet_disabled to write");
+	if (syslet_queue_init(&before, 4, 0))
+		SKIP(return, "no syslet device");
+	ASSERT_EQ(0, set_syslet_disabled("2"));
+	EXPECT_EQ(-EPERM, try_setup());
+	/* The ring set up before still runs. */
+	syslet_prep(syslet_get_sqe(&before), __NR_getppid, 0, 0, 0, 0, 0, 0);
+	EXPECT_EQ(1, syslet_submit_n(&before, 1));
+	ASSERT_EQ(0, set_syslet_disabled("1"));
+	EXPECT_EQ(0, try_setup()) TH_LOG("refused with CAP_SYS_ADMIN");
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		if (drop_sys_admin())
+			_exit(10);
+		_exit(try_setup() == -EPERM ? 0 : 11);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("without CAP_SYS_ADMIN: step %d", WEXITSTATUS(status));
+	ASSERT_EQ(0, set_syslet_disabled("0"));
+	EXPECT_EQ(0, try_setup());
+	EXPECT_EQ(-EINVAL, set_syslet_disabled("3")) TH_LOG("out of range accepted");
+	syslet_queue_exit(&before);
 }
 
 TEST_HARNESS_MAIN
