@@ -8,6 +8,7 @@
 ko=$1
 suites=$2	# directory of kselftest programs
 log=$3		# a file on the host: the console may drop early output
+programs=${4:-*_test}	# which of the kselftest programs to run
 
 # The first line, written straight to the host's file before anything that
 # could crash the guest: test.sh boots again only a guest that died before it.
@@ -30,7 +31,7 @@ check insmod insmod "$ko"
 check device_node test -c /dev/syslet
 
 # Every program the kselftest Makefile built (TEST_GEN_PROGS).
-for t in "$suites"/*_test; do
+for t in "$suites"/$programs; do
 	"$t"
 done
 

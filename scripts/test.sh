@@ -6,7 +6,9 @@
 # scan the guest's dmesg. Ends with "N passed, N failed[, N skipped]".
 #
 # Usage: test.sh [test|kasan]: the kernel flavor (scripts/kernel.sh) to boot;
-# scripts/test-kasan.sh is test.sh kasan.
+# scripts/test-kasan.sh is test.sh kasan. SYSLET_SUITES (a glob, default
+# *_test) picks the kselftest programs and SYSLET_FUZZ_OPS sets fuzz_test's
+# operations (scripts/fuzz.sh uses both).
 
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -50,7 +52,9 @@ attempt=1
 while :; do
 	: >"$out"
 	rm -f "$results/qemu.log"
-	run_guest "scripts/guest-test.sh '$REPO/drivers/syslet/syslet.ko' '$OUT/selftests' '$out'" \
+	run_guest "SYSLET_FUZZ_OPS=${SYSLET_FUZZ_OPS:-20000} SYSLET_FUZZ_SEED=${SYSLET_FUZZ_SEED:-2007} \
+		scripts/guest-test.sh \
+		'$REPO/drivers/syslet/syslet.ko' '$OUT/selftests' '$out' '${SYSLET_SUITES:-*_test}'" \
 		"${boot_opts[@]}" >"$results/console" 2>&1 || true
 	if grep -q '^syslet-guest: started' "$out" || [ "$attempt" -ge "$attempts" ]; then
 		break

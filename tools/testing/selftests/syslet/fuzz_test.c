@@ -23,6 +23,7 @@
  * run, scripts/fuzz.sh, does 1000000); SYSLET_FUZZ_SEED the seed.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -337,6 +338,12 @@ static void worker(uint64_t seed, long ops)
 	dup2(null, 0);
 	dup2(null, 1);
 	dup2(null, 2);
+	/*
+	 * Nothing inherited: random atoms read from random descriptors, and one
+	 * the harness or the guest's console left open may block for good.
+	 */
+	if (syscall(SYS_close_range, 3, ~0U, 0))
+		_exit(6);
 	alarm(120);
 	if (pipe(pipe_fds))
 		_exit(3);
@@ -356,6 +363,57 @@ static void worker(uint64_t seed, long ops)
 	for (int i = 0; i < 2; i++)
 		pthread_join(spares[i], NULL);
 	_exit(0);
+}
+
+/* Logs the first line of /proc/@pid/task/@tid/@what. */
+static void log_task_file(struct __test_metadata *_metadata, pid_t pid, const char *tid,
+			  const char *what)
+{
+	char path[96], buf[512] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%s/%s", pid, tid, what);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = 0;
+		TH_LOG("  %s %s: %s", tid, what, buf);
+	}
+	fclose(f);
+}
+
+/*
+ * Waits up to 100 s for worker @pid (its own alarm is at 120 s). Returns 1
+ * with its status, or 0 when it hangs: then the system call and kernel
+ * stack of each of its threads are logged and it is killed.
+ */
+static int wait_or_dump(struct __test_metadata *_metadata, pid_t pid, int *status)
+{
+	char path[64];
+	struct dirent *d;
+	DIR *dir;
+
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(pid, status, WNOHANG) == pid)
+			return 1;
+		usleep(100000);
+	}
+	TH_LOG("worker %d hangs; its threads:", pid);
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	dir = opendir(path);
+	while (dir && (d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		log_task_file(_metadata, pid, d->d_name, "syscall");
+		log_task_file(_metadata, pid, d->d_name, "wchan");
+		log_task_file(_metadata, pid, d->d_name, "stack");
+	}
+	if (dir)
+		closedir(dir);
+	kill(pid, SIGKILL);
+	waitpid(pid, status, 0);
+	return 0;
 }
 
 FIXTURE(fuzz) {
@@ -404,8 +462,9 @@ TEST_F_TIMEOUT(fuzz, random_operations, 3600)
 		for (int w = 0; w < WORKERS; w++) {
 			int status;
 
-			ASSERT_EQ(pids[w], waitpid(pids[w], &status, 0));
-			if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+			if (!wait_or_dump(_metadata, pids[w], &status))
+				hung++;
+			else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
 				hung++;
 			else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
 				crashed++;
