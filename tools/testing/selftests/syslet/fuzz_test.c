@@ -106,9 +106,12 @@ static uint32_t random_nr(void)
 	case 2: nr = 0x40000000 | (uint32_t)pick(600); break;	/* x32 */
 	default: nr = (uint32_t)pick(600);
 	}
-	/* Calls the filter lets through that could sleep for good on garbage arguments. */
+	/*
+	 * Calls the filter lets through that could sleep for good on garbage
+	 * arguments, or make the pipe's reads block (fcntl).
+	 */
 	if (nr == __NR_futex || nr == __NR_clock_nanosleep || nr == __NR_nanosleep ||
-	    nr == __NR_poll)
+	    nr == __NR_poll || nr == __NR_fcntl)
 		nr = __NR_getppid;
 	return nr;
 }
@@ -344,7 +347,7 @@ static void worker(uint64_t seed, long ops)
 	 */
 	if (syscall(SYS_close_range, 3, ~0U, 0))
 		_exit(6);
-	alarm(120);
+	alarm(300);
 	if (pipe(pipe_fds))
 		_exit(3);
 	fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
@@ -383,22 +386,34 @@ static void log_task_file(struct __test_metadata *_metadata, pid_t pid, const ch
 	fclose(f);
 }
 
+/* Seconds on the monotonic clock. */
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /*
- * Waits up to 100 s for worker @pid (its own alarm is at 120 s). Returns 1
- * with its status, or 0 when it hangs: then the system call and kernel
- * stack of each of its threads are logged and it is killed.
+ * Waits for worker @pid until @deadline (its own alarm comes later).
+ * Returns 1 with its status, or 0 when it hangs: then the system call and
+ * kernel stack of each of its threads are logged and it is killed.
  */
-static int wait_or_dump(struct __test_metadata *_metadata, pid_t pid, int *status)
+static int wait_or_dump(struct __test_metadata *_metadata, pid_t pid, int *status,
+			double deadline)
 {
 	char path[64];
 	struct dirent *d;
 	DIR *dir;
 
-	for (int i = 0; i < 1000; i++) {
+	while (now_s() < deadline) {
 		if (waitpid(pid, status, WNOHANG) == pid)
 			return 1;
-		usleep(100000);
+		usleep(20000);
 	}
+	if (waitpid(pid, status, WNOHANG) == pid)
+		return 1;
 	TH_LOG("worker %d hangs; its threads:", pid);
 	snprintf(path, sizeof(path), "/proc/%d/task", pid);
 	dir = opendir(path);
@@ -442,8 +457,10 @@ TEST_F_TIMEOUT(fuzz, random_operations, 3600)
 	rng = seed;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (done < total) {
-		pid_t pids[WORKERS];
 		long share = OPS_PER_ROUND < total - done ? OPS_PER_ROUND : total - done;
+		/* A round that takes this long has a worker that hangs. */
+		double deadline = now_s() + 100;
+		pid_t pids[WORKERS];
 
 		for (int w = 0; w < WORKERS; w++) {
 			uint64_t s = rnd();
@@ -462,7 +479,7 @@ TEST_F_TIMEOUT(fuzz, random_operations, 3600)
 		for (int w = 0; w < WORKERS; w++) {
 			int status;
 
-			if (!wait_or_dump(_metadata, pids[w], &status))
+			if (!wait_or_dump(_metadata, pids[w], &status, deadline))
 				hung++;
 			else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
 				hung++;
