@@ -314,12 +314,16 @@ struct syslet_wait {
  * runs under the thread's confinement (as for an exec); the spare takes
  * the continuation over (..._HANDED) unless the thread runs again first,
  * which clears ..._BLOCKED. A completion slot is reserved for every
- * handoff, so the result always has room. With no spare parked, or no
- * room, the thread just blocks (@sync_blocks counts it, and
- * SYSLET_RING_NEED_SPARE is set).
+ * handoff, so the result always has room. With no spare parked the thread
+ * just blocks (@sync_blocks counts it, and SYSLET_RING_NEED_SPARE is set).
+ * It also just blocks, uncounted, when the spare that was woken cannot
+ * take over: the completion ring is full, the spare runs under another
+ * confinement (as for an exec: credentials, seccomp, no_new_privs, not
+ * traced), or the thread's previous result is not posted yet.
  *
- * A registered thread inside a threadlet may not park or exec with a
- * continuation (EBUSY). The registration ends with
+ * Sleeps inside SYSLET_IOC_EXEC or SYSLET_IOC_PARK (of any context) are
+ * not threadlet blocks. A registered thread inside a threadlet may not
+ * park or exec with a continuation on the same context (EBUSY). The registration ends with
  * SYSLET_IOC_THREADLET_UNREGISTER or when the thread exits (a pending
  * result is then posted as -EOWNERDEAD); it keeps the file open until then.
  * After an execve the thread is no longer watched.
