@@ -250,14 +250,17 @@ struct Registered<T: PreemptOps> {
 /// # Invariants
 ///
 /// Every entry of `entries` whose `task` is `Some` is linked into that task's notifier list, and
-/// no other notifier of the set is linked anywhere. `live` counts the former. `exit_probe` is
-/// registered on `sched_process_exit` with `self` as its data while `self` lives.
+/// no other notifier of the set is linked anywhere. `live` counts the former. Once
+/// `probe_registered` is set, `exit_probe` is registered on `sched_process_exit` with `self` as
+/// its data until `self` is dropped.
 #[pin_data(PinnedDrop)]
 pub struct TaskNotifiers<T: PreemptOps> {
     #[pin]
     entries: SpinLock<KVec<Registered<T>>>,
     capacity: usize,
     live: Atomic<u32>,
+    /// `exit_probe` was registered (creation can fail before it is).
+    probe_registered: Atomic<bool>,
     #[pin]
     _pin: core::marker::PhantomPinned,
 }
@@ -278,6 +281,7 @@ impl<T: PreemptOps> TaskNotifiers<T> {
             entries <- new_spinlock!(KVec::with_capacity(capacity, GFP_KERNEL)?, "TaskNotifiers::entries"),
             capacity,
             live: Atomic::new(0),
+            probe_registered: Atomic::new(false),
             _pin: core::marker::PhantomPinned,
         }? Error);
         init.pin_chain(|this| {
@@ -286,7 +290,9 @@ impl<T: PreemptOps> TaskNotifiers<T> {
             // before the set goes away, and it only reads the set through `data`.
             to_result(unsafe {
                 bindings::register_trace_sched_process_exit(Some(Self::exit_probe), data)
-            })
+            })?;
+            this.probe_registered.store(true, Relaxed);
+            Ok(())
         })
     }
 
@@ -451,12 +457,14 @@ impl<T: PreemptOps> TaskNotifiers<T> {
 impl<T: PreemptOps> PinnedDrop for TaskNotifiers<T> {
     fn drop(self: Pin<&mut Self>) {
         let data = core::ptr::from_ref::<Self>(&self).cast_mut().cast::<c_void>();
-        // SAFETY: Registered with the same function and data in `new`.
-        unsafe {
-            bindings::unregister_trace_sched_process_exit(Some(Self::exit_probe), data)
-        };
-        // SAFETY: Always valid in process context: waits until no probe call is running.
-        unsafe { bindings::tracepoint_synchronize_unregister() };
+        if self.probe_registered.load(Relaxed) {
+            // SAFETY: Registered with the same function and data in `new`.
+            unsafe {
+                bindings::unregister_trace_sched_process_exit(Some(Self::exit_probe), data)
+            };
+            // SAFETY: Always valid in process context: waits until no probe call is running.
+            unsafe { bindings::tracepoint_synchronize_unregister() };
+        }
         // A notifier still linked to a live task must never be freed: keep it forever. Users
         // make sure every task unregisters or exits first.
         // Dropped outside the lock: the last reference to a notifier may go here.
