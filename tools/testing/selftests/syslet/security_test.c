@@ -1112,10 +1112,10 @@ TEST(exec_refused_while_syscalls_are_traced)
 	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
 }
 
-/* Writes @value to kernel.syslet_disabled; 0 or -errno. */
-static int set_syslet_disabled(const char *value)
+/* Writes @value to @path; 0 or -errno. */
+static int write_file(const char *path, const char *value)
 {
-	int fd = open("/proc/sys/kernel/syslet_disabled", O_WRONLY), ret = 0;
+	int fd = open(path, O_WRONLY), ret = 0;
 
 	if (fd < 0)
 		return -errno;
@@ -1123,6 +1123,12 @@ static int set_syslet_disabled(const char *value)
 		ret = -errno;
 	close(fd);
 	return ret;
+}
+
+/* Writes @value to kernel.syslet_disabled; 0 or -errno. */
+static int set_syslet_disabled(const char *value)
+{
+	return write_file("/proc/sys/kernel/syslet_disabled", value);
 }
 
 /* Sets up a ring on a new descriptor: 0 or -errno, as syslet_queue_init() says. */
@@ -1185,19 +1191,6 @@ TEST(admin_switch_disables_setup)
 	EXPECT_EQ(0, try_setup());
 	EXPECT_EQ(-EINVAL, set_syslet_disabled("3")) TH_LOG("out of range accepted");
 	syslet_queue_exit(&before);
-}
-
-/* Writes @value to @path; 0 or -errno. */
-static int write_file(const char *path, const char *value)
-{
-	int fd = open(path, O_WRONLY), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, value, strlen(value)) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
 }
 
 /* Makes the @nth failslab point this thread reaches from now on fail (0: none). */
