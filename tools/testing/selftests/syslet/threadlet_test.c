@@ -86,10 +86,12 @@ FIXTURE_TEARDOWN(threadlet)
 	/* The process ends after each test. */
 }
 
-/* A spare thread: parks once on @fd and records what PARK said. */
+/* A spare thread: parks once on @fd (for @timeout_ns, 0: no limit) and records what PARK said. */
 struct spare {
 	int fd;
+	__s64 timeout_ns;
 	pthread_t thread;
+	pid_t tid;
 	long ret;
 	int err;
 	__u64 cookie;
@@ -98,7 +100,9 @@ struct spare {
 static void *spare_main(void *arg)
 {
 	struct spare *s = arg;
-	struct syslet_park park = { 0 };
+	struct syslet_park park = { .timeout_ns = s->timeout_ns };
+
+	s->tid = sys_gettid();
 
 	s->ret = ioctl(s->fd, SYSLET_IOC_PARK, &park);
 	s->err = errno;
@@ -341,24 +345,6 @@ static void *register_and_sleep_main(void *arg)
 	return NULL;
 }
 
-struct timed_spare {
-	int fd;
-	pid_t tid;
-	long ret;
-	int err;
-};
-
-static void *timed_park_main(void *arg)
-{
-	struct timed_spare *t = arg;
-	struct syslet_park park = { .timeout_ns = 300 * 1000 * 1000 };
-
-	t->tid = sys_gettid();
-	t->ret = ioctl(t->fd, SYSLET_IOC_PARK, &park);
-	t->err = errno;
-	return NULL;
-}
-
 /*
  * What user space writes to a slot cannot keep a spare busy: with the slot
  * of a registered thread asleep outside any threadlet forged to BLOCKED,
@@ -368,9 +354,9 @@ static void *timed_park_main(void *arg)
 TEST_F(threadlet, forged_slot_does_not_wake_a_spare)
 {
 	struct sleeper z = { .fd = self->ring.fd, .pipe_rd = self->pipe[0], .index = ~0U };
-	struct timed_spare t = { .fd = self->ring.fd };
+	struct spare t = { .timeout_ns = 300 * 1000 * 1000 };
 	struct syslet_threadlet_slot *slot;
-	pthread_t sleeper, spare;
+	pthread_t sleeper;
 	__u32 cq_head;
 	int joined;
 
@@ -379,19 +365,18 @@ TEST_F(threadlet, forged_slot_does_not_wake_a_spare)
 		usleep(1000);
 	ASSERT_NE(~0U, z.index);
 	slot = slot_of(&self->ring, z.index);
-	ASSERT_EQ(0, pthread_create(&spare, NULL, timed_park_main, &t));
-	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	start_spare(_metadata, &t, self->ring.fd);
 	cq_head = self->ring.hdr->cq_head;
 	__atomic_store_n(&self->ring.hdr->cq_head, cq_head + 0x40000000, __ATOMIC_RELEASE);
 	__atomic_store_n(&slot->state, 0x6000 | SYSLET_THREADLET_BLOCKED, __ATOMIC_RELEASE);
-	joined = join_within(spare, 10);
+	joined = join_within(t.thread, 10);
 	EXPECT_EQ(0, joined) TH_LOG("the spare is still in PARK after 10 s: state %c",
 				    thread_state(t.tid));
 	__atomic_store_n(&self->ring.hdr->cq_head, cq_head, __ATOMIC_RELEASE);
 	__atomic_store_n(&slot->state, 0, __ATOMIC_RELEASE);
 	if (joined) {
 		close(dup(self->ring.fd));	/* the context closes: the spare leaves */
-		ASSERT_EQ(0, join_within(spare, 10));
+		ASSERT_EQ(0, join_within(t.thread, 10));
 	}
 	EXPECT_EQ(-1, t.ret);
 	EXPECT_EQ(ETIMEDOUT, t.err);
