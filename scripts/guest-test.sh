@@ -35,6 +35,12 @@ for t in "$suites"/$programs; do
 	"$t"
 done
 
+# The network sample serves 200 connections on the pollable path: every
+# response correct, and no more threads than its loop and spare pool.
+if [ "$programs" = "*_test" ]; then
+	check httpd_syslet_200_connections "$suites/../samples/syslet_httpd" -q -m syslet -c 200 -r 5
+fi
+
 # While a file is open the module is pinned.
 exec 3</dev/syslet
 check rmmod_refused_while_open bash -c '! rmmod syslet 2>/dev/null'

@@ -24,6 +24,9 @@ use crate::defs::{
     Sqe,
     CQE_F_INLINE,
     CQE_F_REFUSED,
+    SQE_FWD_HEAD,
+    SQE_FWD_MASK,
+    SQE_FWD_SHIFT,
     SQE_VALID_FLAGS, //
 };
 
@@ -117,6 +120,58 @@ fn reenters_syslet(sqe: &Sqe) -> bool {
     match LocalFile::fget(fd) {
         Ok(file) => crate::FOPS.is_file_of(&file),
         Err(_) => false,
+    }
+}
+
+/// The results an entry of a chain may forward: of the entry before it, and of the chain's
+/// first entry; `None` where there is no such entry (the entry starts a chain).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ChainResults {
+    pub(crate) prev: Option<i64>,
+    pub(crate) head: Option<i64>,
+}
+
+impl ChainResults {
+    /// The results after an entry that returned `res`: `linked`, it continues its chain.
+    pub(crate) fn after(self, res: i64, linked: bool) -> Self {
+        if !linked {
+            return Self::default();
+        }
+        Self {
+            prev: Some(res),
+            head: self.head.or(Some(res)),
+        }
+    }
+}
+
+/// Result forwarding (`SYSLET_SQE_FWD_ARG`): replaces the argument `sqe` names with the result of
+/// the previous entry of its chain, or of the chain's first entry with `SYSLET_SQE_FWD_HEAD`.
+///
+/// Runs before [`check`], so that seccomp and policy judge the call as it will run. Fails, for
+/// the entry to be refused with `-EINVAL`, if there is no such entry or no such argument.
+pub(crate) fn forward(sqe: &mut Sqe, results: ChainResults) -> Result<(), Outcome> {
+    let arg = (sqe.flags & SQE_FWD_MASK) >> SQE_FWD_SHIFT;
+    if arg == 0 {
+        return if sqe.flags & SQE_FWD_HEAD != 0 {
+            Err(Outcome::refused(EINVAL))
+        } else {
+            Ok(())
+        };
+    }
+    let from = if sqe.flags & SQE_FWD_HEAD != 0 {
+        results.head
+    } else {
+        results.prev
+    };
+    let slot = sqe.args.get_mut(arg as usize - 1);
+    match (slot, from) {
+        (Some(slot), Some(res)) => {
+            // Two's complement, as the system call ABI passes a negative value; a chain goes on
+            // only while results are not negative anyway.
+            *slot = res as u64;
+            Ok(())
+        }
+        _ => Err(Outcome::refused(EINVAL)),
     }
 }
 

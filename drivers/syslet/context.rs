@@ -8,7 +8,7 @@
 //! process fails with `EPERM` before touching it.
 //!
 //! A context outlives every ioctl running on it: the ioctl holds a reference to the file for its
-//! whole duration (`syslet.rs`), so an atom that closes the device's last descriptor only drops
+//! whole duration (`syslet_main.rs`), so an atom that closes the device's last descriptor only drops
 //! a reference, and the file is released (and the context freed) after the ioctl returns.
 
 use kernel::{
@@ -40,6 +40,8 @@ use crate::{
         WaitArgs,
         RING_NEED_SPARE, //
     },
+    exec,
+    poll::Polled,
     ring::{
         RingLayout,
         Rings,
@@ -76,6 +78,9 @@ pub(crate) struct Context {
     threadlets: SetOnce<Pin<KBox<Threadlets>>>,
     /// Threadlet slot indices in use.
     slots: Arc<SlotMap>,
+    /// The pollable path; created when the first atom would wait for a file, with room for
+    /// every completion slot.
+    polled: SetOnce<Pin<KBox<Polled>>>,
 }
 
 impl Context {
@@ -91,6 +96,7 @@ impl Context {
                 stats: Stats::new(),
                 threadlets: SetOnce::new(),
                 slots: Arc::new(SlotMap::new(), GFP_KERNEL_ACCOUNT)?,
+                polled: SetOnce::new(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -113,6 +119,23 @@ impl Context {
     /// Returns the rings, or `ENXIO` before setup.
     pub(crate) fn rings(&self) -> Result<&Arc<Rings>> {
         self.rings.as_ref().ok_or(ENXIO)
+    }
+
+    /// Returns the pollable path, if an atom was ever armed.
+    pub(crate) fn polled(&self) -> Option<&Polled> {
+        self.polled.as_ref().map(|p| &**p)
+    }
+
+    /// Returns the pollable path, created if needed; `None` before setup or without memory
+    /// (atoms then run as if their files were ready: a block is a block).
+    pub(crate) fn polled_or_init(&self) -> Option<&Polled> {
+        if self.polled.as_ref().is_none() {
+            let rings = self.rings().ok()?;
+            let polled = Polled::new(rings, rings.layout().cq_entries).ok()?;
+            // Another thread's first arming may win: then `polled` goes.
+            self.polled.populate(polled);
+        }
+        self.polled()
     }
 
     /// `SYSLET_IOC_SETUP`: sizes and allocates the rings; fills in the layout.
@@ -180,7 +203,12 @@ impl Context {
         let _mark = AtomMark::new()?;
         rings.set_flag(RING_NEED_SPARE, false);
         self.spares
-            .park(&self.stats, timeout_ns, self.threadlets.as_ref().map(|t| &**t), write_cookie)
+            .park(
+                &self.stats,
+                timeout_ns,
+                self.threadlets.as_ref().map(|t| &**t),
+                write_cookie,
+            )
             .map_err(|leave| match leave {
                 Leave::Signal => EINTR,
                 Leave::TimedOut => ETIMEDOUT,
@@ -232,12 +260,19 @@ impl Context {
         Ok(())
     }
 
-    /// `SYSLET_IOC_WAIT`: waits for completions.
+    /// `SYSLET_IOC_WAIT`: waits for completions; runs the armed atoms whose files become ready
+    /// meanwhile, if this thread may run them.
     pub(crate) fn wait(&self, args: &WaitArgs) -> Result<isize> {
         if args.flags != 0 || args.resv != 0 {
             return Err(EINVAL);
         }
-        match self.rings()?.wait(args.min_complete, args.timeout_ns) {
+        let rings = self.rings()?;
+        // A traced or audited thread runs no atom (see `exec`): it does not wait for them either.
+        let may_run = !syscall::current_syscalls_watched();
+        let work = || may_run && self.polled().is_some_and(Polled::has_ready_here);
+        match rings.wait(args.min_complete, args.timeout_ns, work, || {
+            exec::run_ready(self, rings)
+        }) {
             Ok(unread) => Ok(unread as isize),
             Err(WaitError::Invalid) => Err(EINVAL),
             Err(WaitError::TimedOut) => Err(ETIMEDOUT),
@@ -246,25 +281,45 @@ impl Context {
         }
     }
 
-    /// `SYSLET_IOC_CANCEL`: interrupts the handed-off atom with `user_data`.
+    /// `SYSLET_IOC_CANCEL`: completes the armed atom with `user_data` with `-ECANCELED` at once,
+    /// or interrupts the handed-off atom with `user_data`.
     pub(crate) fn cancel(&self, user_data: u64) -> Result<isize> {
+        let armed = self
+            .polled()
+            .and_then(|p| p.take_user_data(user_data, &self.stats));
+        if let Some(armed) = armed {
+            exec::complete_unrun(self, self.rings()?, &armed.entries, ECANCELED);
+            Stats::inc(&self.stats.cancelled);
+            return Ok(0);
+        }
         self.inflight.cancel(user_data)?;
         Ok(0)
     }
 
     /// Readiness for poll/epoll: `POLLIN` while completions are unread.
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        let armed_ready = self.polled().is_some_and(Polled::any_ready);
         match self.rings.as_ref() {
+            // Armed atoms whose files are ready: a call to exec or wait runs them.
+            Some(rings) if armed_ready => {
+                rings.poll(file, &table) | bindings::POLLIN | bindings::POLLRDNORM
+            }
             Some(rings) => rings.poll(file, &table),
             None => bindings::POLLERR,
         }
     }
 
     /// A descriptor of the file is being closed: if by the owner (also at its exit), the
-    /// context's spares leave with `ESHUTDOWN`, no more may park, and waiters return.
+    /// context's spares leave with `ESHUTDOWN`, no more may park, armed atoms complete with
+    /// `-ECANCELED` (no more are armed), and waiters return.
     pub(crate) fn flush(&self) {
         if !self.current_is_owner() {
             return;
+        }
+        if let (Some(polled), Ok(rings)) = (self.polled(), self.rings()) {
+            polled.close(&self.stats, |armed| {
+                exec::complete_unrun(self, rings, &armed.entries, ECANCELED)
+            });
         }
         self.spares.close();
         self.inflight.wake_lent_spares();

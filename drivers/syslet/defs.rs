@@ -234,13 +234,19 @@ unsafe impl AsBytes for ThreadletSlot {}
 pub(crate) const MAX_SQ_ENTRIES: u32 = c::SYSLET_MAX_SQ_ENTRIES;
 pub(crate) const MAX_CQ_ENTRIES: u32 = c::SYSLET_MAX_CQ_ENTRIES;
 
+pub(crate) const SETUP_POLL: u32 = c::SYSLET_SETUP_POLL;
+pub(crate) const SETUP_VALID_FLAGS: u32 = c::SYSLET_SETUP_VALID_FLAGS;
 pub(crate) const SQE_LINK: u32 = c::SYSLET_SQE_LINK;
+pub(crate) const SQE_FWD_SHIFT: u32 = c::SYSLET_SQE_FWD_SHIFT;
+pub(crate) const SQE_FWD_MASK: u32 = c::SYSLET_SQE_FWD_MASK;
+pub(crate) const SQE_FWD_HEAD: u32 = c::SYSLET_SQE_FWD_HEAD;
 pub(crate) const SQE_VALID_FLAGS: u32 = c::SYSLET_SQE_VALID_FLAGS;
 
 pub(crate) const CQE_F_INLINE: u32 = c::SYSLET_CQE_F_INLINE;
 pub(crate) const CQE_F_ASYNC: u32 = c::SYSLET_CQE_F_ASYNC;
 pub(crate) const CQE_F_REFUSED: u32 = c::SYSLET_CQE_F_REFUSED;
 pub(crate) const CQE_F_THREADLET: u32 = c::SYSLET_CQE_F_THREADLET;
+pub(crate) const CQE_F_POLLED: u32 = c::SYSLET_CQE_F_POLLED;
 
 pub(crate) const MAX_THREADLET_SLOTS: u32 = c::SYSLET_MAX_THREADLET_SLOTS;
 pub(crate) const THREADLET_BLOCKED: u64 = c::SYSLET_THREADLET_BLOCKED as u64;

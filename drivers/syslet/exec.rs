@@ -7,6 +7,10 @@
 //! runs with a preempt notifier registered and a parked spare lent (`handoff.rs`, `spares.rs`),
 //! so that a block hands the continuation to the spare.
 //!
+//! An atom that would wait for a descriptor that is not ready is armed on the pollable path
+//! instead (`poll.rs`), with the rest of its chain, and the batch goes on; armed atoms whose files
+//! became ready run at the start of the next exec (or in a wait), before the new batch.
+//!
 //! Everything that can fail happens before the first submission is consumed: a consumed
 //! submission always completes, exactly once.
 
@@ -31,6 +35,7 @@ use kernel::{
 use crate::{
     atom::{
         self,
+        ChainResults,
         Outcome, //
     },
     context::Context,
@@ -40,6 +45,7 @@ use crate::{
         Sqe,
         CQE_F_ASYNC,
         CQE_F_INLINE,
+        CQE_F_POLLED,
         EXEC_HANDED_OFF,
         EXEC_RET_HANDED_OFF,
         RING_NEED_SPARE,
@@ -50,6 +56,11 @@ use crate::{
         Continuation,
         SpareWaker, //
     },
+    poll::{
+        self,
+        Arming,
+        Polled, //
+    },
     ring::{
         ClaimError,
         Rings, //
@@ -59,13 +70,18 @@ use crate::{
         BatchCounts,
         Stats, //
     },
+    trace::{
+        self,
+        CtxId, //
+    },
 };
 
 /// Batches up to this many atoms are copied out to the stack instead of an allocation.
 const SMALL_BATCH: usize = 4;
 
 /// Consumes up to `args.to_submit` submissions of `ctx` and runs each one in the current task, in
-/// order, posting one completion each.
+/// order, posting one completion each; first runs the armed atoms whose files became ready
+/// (`poll.rs`), if this task may run them.
 ///
 /// Returns how many were consumed, with [`EXEC_RET_HANDED_OFF`] set if a spare took the
 /// continuation over. Must be called from process context without locks held, by the owner.
@@ -86,7 +102,8 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
         return Err(EBUSY);
     }
     let max = args.to_submit.min(rings.layout().sq_entries);
-    if max == 0 {
+    let ready = ctx.polled().is_some_and(Polled::has_ready_here);
+    if max == 0 && !ready {
         return Ok(0);
     }
     // Atoms may not drive syslet again, on this task, until the batch is done.
@@ -102,7 +119,7 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     };
     let cont = match args.continuation {
         0 => None,
-        cookie => Some(Continuation::new(cookie)?),
+        cookie => Some(Continuation::new(cookie, CtxId::of(ctx))?),
     };
     let _entry = match &cont {
         Some(cont) => Some(ctx.inflight.register(cont)?),
@@ -119,14 +136,10 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     }
     args.submitted = count;
     let batch = &batch[..count as usize];
-    let handed = Batch {
-        ctx,
-        rings,
-        cont: cont.as_ref(),
-        lent: None,
-        handed: false,
-    }
-    .run(batch);
+    let mut run = Batch::new(ctx, rings, cont.as_ref());
+    run.run_ready();
+    run.run_entries(batch, None, ChainResults::default());
+    let handed = run.finish();
     let mut ret = count as isize;
     if handed {
         args.status = EXEC_HANDED_OFF;
@@ -135,66 +148,254 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     Ok(ret)
 }
 
+/// Runs, in `SYSLET_IOC_WAIT`, the armed atoms of `ctx` whose files became ready and that the
+/// current task may run, with no continuation: an atom that blocks all the same blocks the wait.
+///
+/// Must be called from process context without locks held, by the owner.
+pub(crate) fn run_ready(ctx: &Context, rings: &Rings) {
+    // As in an exec: unseen atoms never run, and atoms may not drive syslet.
+    if syscall::current_syscalls_watched() {
+        return;
+    }
+    let Ok(_mark) = AtomMark::new() else {
+        return;
+    };
+    let mut run = Batch::new(ctx, rings, None);
+    run.run_ready();
+    run.finish();
+}
+
+/// Posts the completions of an armed atom's chain that will never run: `err` for the atom
+/// (flagged `SYSLET_CQE_F_POLLED`), `-ECANCELED` for the entries linked after it.
+pub(crate) fn complete_unrun(ctx: &Context, rings: &Rings, entries: &[Sqe], err: Error) {
+    let id = CtxId::of(ctx);
+    let mut counts = BatchCounts::default();
+    for (i, sqe) in entries.iter().enumerate() {
+        let outcome = if i == 0 {
+            let mut outcome = Outcome::refused(err);
+            outcome.flags |= CQE_F_POLLED;
+            outcome
+        } else {
+            // Linked entries that waited with the atom had no submit event yet.
+            trace::submit(id, sqe);
+            Outcome::refused(ECANCELED)
+        };
+        counts.add(&outcome);
+        post(rings, id, sqe, &outcome);
+    }
+    counts.flush(&ctx.stats);
+}
+
+/// Posts the completion of `sqe` with `outcome`.
+fn post(rings: &Rings, id: CtxId, sqe: &Sqe, outcome: &Outcome) {
+    rings.complete(&[Cqe {
+        user_data: sqe.user_data,
+        res: outcome.res,
+        flags: outcome.flags,
+        ..Default::default()
+    }]);
+    trace::complete(id, sqe, outcome.res, outcome.flags);
+}
+
 /// The state of one batch while it runs.
 struct Batch<'a> {
     ctx: &'a Context,
+    /// `ctx` in trace events.
+    id: CtxId,
     rings: &'a Rings,
     cont: Option<&'a Arc<Continuation>>,
     /// The spare lent for the next atom that may block.
     lent: Option<ListArc<Spare>>,
     /// A spare took the continuation over.
     handed: bool,
+    /// The last atom run blocked (handed off, or blocked with no spare lent).
+    blocked: bool,
+    /// A signal arrived: the entries not yet run are refused with `-EINTR`.
+    interrupted: bool,
+    counts: BatchCounts,
 }
 
-impl Batch<'_> {
-    /// Runs `batch` in order, posting one completion per entry as soon as its atom ends; returns
-    /// whether a spare took the continuation over.
-    ///
-    /// Completions are never held back to the end of the batch: another thread of the owner may
-    /// be waiting for one before it does what a later atom waits for.
-    fn run(mut self, batch: &[Sqe]) -> bool {
-        let mut counts = BatchCounts::default();
-        let mut chain_failed = false;
-        let mut interrupted = false;
-        for sqe in batch {
-            let mut outcome = if interrupted {
-                // A signal arrived: let it be handled (or kill) before anything else runs.
-                Outcome::refused(EINTR)
-            } else if chain_failed {
-                Outcome::refused(ECANCELED)
-            } else {
-                match atom::check(sqe, self.cont.is_some()) {
-                    Ok(call) => self.run_atom(sqe, call),
-                    Err(refused) => refused,
-                }
-            };
-            chain_failed = sqe.flags & SQE_LINK != 0 && outcome.res < 0;
-            if self.handed {
-                outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
-            }
-            counts.add(&outcome);
-            self.rings.complete(&[Cqe {
-                user_data: sqe.user_data,
-                res: outcome.res,
-                flags: outcome.flags,
-                ..Default::default()
-            }]);
-            // Notifications (task work of this thread) were handled by the atom; only a pending
-            // signal ends the batch.
-            if !interrupted && syscall::signal_pending_current() {
-                interrupted = true;
-            }
+impl<'a> Batch<'a> {
+    fn new(ctx: &'a Context, rings: &'a Rings, cont: Option<&'a Arc<Continuation>>) -> Self {
+        Self {
+            ctx,
+            id: CtxId::of(ctx),
+            rings,
+            cont,
+            lent: None,
+            handed: false,
+            blocked: false,
+            interrupted: false,
+            counts: BatchCounts::default(),
         }
-        counts.flush(&self.ctx.stats);
+    }
+
+    /// Ends the batch: flushes its counters and gives a lent spare back; returns whether a spare
+    /// took the continuation over.
+    fn finish(mut self) -> bool {
+        self.counts.flush(&self.ctx.stats);
         if let (Some(cont), Some(spare)) = (self.cont, self.lent.take()) {
             self.ctx.spares.give_back(cont, spare);
         }
         self.handed
     }
 
+    /// Runs the armed atoms whose files became ready and that this task may take, each with the
+    /// rest of its chain.
+    fn run_ready(&mut self) {
+        let Some(polled) = self.ctx.polled() else {
+            return;
+        };
+        while !self.interrupted {
+            let Some(ready) = polled.take_ready(&self.ctx.stats) else {
+                break;
+            };
+            match ready.call.resume() {
+                Ok(call) => self.run_entries(&ready.entries, Some(call), ready.results),
+                // The submitter's confinement changed after its filters judged the call: they
+                // never judged it as it would run now.
+                Err(_) => complete_unrun(self.ctx, self.rings, &ready.entries, EPERM),
+            }
+        }
+    }
+
+    /// Runs `entries` in order, posting one completion per entry as soon as its atom ends; an
+    /// atom armed on the pollable path takes the rest of its chain with it.
+    ///
+    /// `resumed`: `entries[0]` is an armed atom whose file became ready, allowed as this call
+    /// (its arguments were forwarded, if asked, before it was armed).
+    ///
+    /// Completions are never held back to the end of the batch: another thread of the owner may
+    /// be waiting for one before it does what a later atom waits for.
+    fn run_entries(
+        &mut self,
+        entries: &[Sqe],
+        mut resumed: Option<CheckedSyscall>,
+        mut results: ChainResults,
+    ) {
+        let mut chain_failed = false;
+        let mut i = 0;
+        while let Some(entry) = entries.get(i) {
+            let polled = resumed.is_some();
+            let mut sqe = *entry;
+            let call = match resumed.take() {
+                Some(call) => Ok(call),
+                None => self.check_entry(&mut sqe, chain_failed, results),
+            };
+            let mut outcome = match call {
+                Ok(call) => {
+                    let rest = entries.get(i + 1..).unwrap_or(&[]);
+                    match self.arm_or_run(&sqe, rest, call, polled, results) {
+                        Some(outcome) => outcome,
+                        None => {
+                            // Armed: its chain waits with it.
+                            i += poll::chain_len(&entries[i..]);
+                            chain_failed = false;
+                            results = ChainResults::default();
+                            continue;
+                        }
+                    }
+                }
+                Err(refused) => refused,
+            };
+            if polled {
+                outcome.flags |= CQE_F_POLLED;
+            }
+            let linked = sqe.flags & SQE_LINK != 0;
+            chain_failed = linked && outcome.res < 0;
+            results = results.after(outcome.res, linked);
+            if self.handed {
+                outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
+            }
+            self.counts.add(&outcome);
+            post(self.rings, self.id, &sqe, &outcome);
+            // Notifications (task work of this thread) were handled by the atom; only a pending
+            // signal ends the batch.
+            if !self.interrupted && syscall::signal_pending_current() {
+                self.interrupted = true;
+            }
+            i += 1;
+        }
+    }
+
+    /// Decides whether the consumed entry `sqe` may run: not after a signal or a failed entry of
+    /// its chain, its forwarded argument (from `results`) substituted, then policy and seccomp.
+    fn check_entry(
+        &self,
+        sqe: &mut Sqe,
+        chain_failed: bool,
+        results: ChainResults,
+    ) -> Result<CheckedSyscall, Outcome> {
+        if self.interrupted {
+            trace::submit(self.id, sqe);
+            // A signal arrived: let it be handled (or kill) before anything else runs.
+            return Err(Outcome::refused(EINTR));
+        }
+        if chain_failed {
+            trace::submit(self.id, sqe);
+            return Err(Outcome::refused(ECANCELED));
+        }
+        let forwarded = atom::forward(sqe, results);
+        // After the substitution: the event shows the call as seccomp judges it.
+        trace::submit(self.id, sqe);
+        forwarded?;
+        atom::check(sqe, self.cont.is_some())
+    }
+
+    /// Arms the atom `sqe`, allowed as `call`, on the pollable path if it waits for a file that
+    /// is not ready (`None`: the entries of its chain in `rest` went with it), or runs it.
+    ///
+    /// `polled`: the atom waited on the pollable path already and its file became ready.
+    /// `results`: what the entries of its chain before it returned, kept for those after it.
+    fn arm_or_run(
+        &mut self,
+        sqe: &Sqe,
+        rest: &[Sqe],
+        call: CheckedSyscall,
+        polled: bool,
+        results: ChainResults,
+    ) -> Option<Outcome> {
+        let target = match poll::wanted_events(sqe) {
+            Some(events) if self.rings.layout().poll => {
+                self.ctx.polled_or_init().map(|path| (events, path))
+            }
+            _ => None,
+        };
+        let call = match target {
+            Some((events, path)) => {
+                let linked = if sqe.flags & SQE_LINK != 0 {
+                    &rest[..poll::chain_len(rest)]
+                } else {
+                    &[]
+                };
+                match path.arm(self.id, &self.ctx.stats, sqe, linked, results, call, events) {
+                    Arming::Armed => {
+                        if polled {
+                            // Woken, but another reader (or writer) was first.
+                            Stats::inc(&self.ctx.stats.poll_rearmed);
+                        }
+                        return None;
+                    }
+                    Arming::Run(call) => call,
+                }
+            }
+            None => call,
+        };
+        trace::start(self.id, sqe, self.cont.is_some() && !self.handed);
+        let outcome = self.run_atom(sqe, call);
+        if polled {
+            Stats::inc(&self.ctx.stats.completed_after_poll);
+            if self.blocked {
+                Stats::inc(&self.ctx.stats.poll_fallbacks);
+            }
+        }
+        Some(outcome)
+    }
+
     /// Runs one checked atom, watched for a block if the exec has a continuation the submitter
     /// still owns.
     fn run_atom(&mut self, sqe: &Sqe, call: CheckedSyscall) -> Outcome {
+        self.blocked = false;
         let Some(cont) = self.cont else {
             return Outcome::ran(run_call(call, None));
         };
@@ -207,6 +408,8 @@ impl Batch<'_> {
         pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook {
             cont,
             wake: wake.as_ref(),
+            user_data: sqe.user_data,
+            nr: sqe.nr,
         }));
         let outcome = hook
             .as_mut()
@@ -215,10 +418,12 @@ impl Batch<'_> {
         // dropped, after `hook`.
         if !cont.reclaim() {
             self.handed = true;
+            self.blocked = true;
         }
         if cont.take_blocked_without_spare() {
             Stats::inc(&self.ctx.stats.sync_fallbacks);
             self.rings.set_flag(RING_NEED_SPARE, true);
+            self.blocked = true;
         }
         outcome
     }

@@ -59,7 +59,13 @@ use kernel::{
     },
 };
 
-use crate::spares::Spare;
+use crate::{
+    spares::Spare,
+    trace::{
+        self,
+        CtxId, //
+    },
+};
 
 /// The submitter owns the continuation.
 const RUNNING: u32 = 0;
@@ -81,12 +87,16 @@ struct RunningAtom {
 pub(crate) struct Continuation {
     /// The cookie user space passed to exec; handed to the spare that claims.
     pub(crate) cookie: u64,
+    /// The exec's context, in trace events.
+    pub(crate) ctx: CtxId,
     /// `RUNNING`, `BLOCKED` or `HANDED`; see the module documentation.
     state: Atomic<u32>,
     /// When the exec started; times are kept relative to it.
     base: Instant<Monotonic>,
     /// When the submitter last blocked with a spare lent, in ns after `base`.
     blocked_ns: Atomic<i64>,
+    /// `user_data` of the atom that last blocked with a spare lent, in trace events.
+    blocked_atom: Atomic<u64>,
     /// The current atom blocked while no spare was lent.
     blocked_without_spare: Atomic<bool>,
     /// The submitting task.
@@ -101,14 +111,16 @@ pub(crate) struct Continuation {
 }
 
 impl Continuation {
-    /// Creates the continuation of an exec by the current task.
-    pub(crate) fn new(cookie: u64) -> Result<Arc<Self>> {
+    /// Creates the continuation of an exec by the current task on the context `ctx`.
+    pub(crate) fn new(cookie: u64, ctx: CtxId) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 cookie,
+                ctx,
                 state: Atomic::new(RUNNING),
                 base: Instant::now(),
                 blocked_ns: Atomic::new(0),
+                blocked_atom: Atomic::new(0),
                 blocked_without_spare: Atomic::new(false),
                 submitter: ARef::from(&**current!()),
                 atom <- new_spinlock!(
@@ -134,16 +146,18 @@ impl Continuation {
         self.state.load(Relaxed) == BLOCKED
     }
 
-    /// RUNNING -> BLOCKED, from the scheduler hook; `false` if the state was not RUNNING.
+    /// RUNNING -> BLOCKED in the atom `user_data`, from the scheduler hook; `false` if the state
+    /// was not RUNNING.
     ///
     /// Full ordering: the submitter's user-space writes before its exec are visible to the spare
-    /// that claims.
-    fn block(&self) -> bool {
+    /// that claims (and so are the relaxed stores below, which precede the wakeup).
+    fn block(&self, user_data: u64) -> bool {
         if self.state.cmpxchg(RUNNING, BLOCKED, Full).is_err() {
             return false;
         }
         self.blocked_ns
             .store(self.base.elapsed().as_nanos(), Relaxed);
+        self.blocked_atom.store(user_data, Relaxed);
         true
     }
 
@@ -156,9 +170,19 @@ impl Continuation {
         }
     }
 
-    /// BLOCKED -> HANDED by a woken spare; `false` if the submitter took it back first.
+    /// BLOCKED -> HANDED by a woken spare, the current task; `false` if the submitter took it
+    /// back first.
     pub(crate) fn claim(&self) -> bool {
-        self.state.cmpxchg(BLOCKED, HANDED, Full).is_ok()
+        if self.state.cmpxchg(BLOCKED, HANDED, Full).is_err() {
+            return false;
+        }
+        trace::handoff(
+            self.ctx,
+            self.blocked_atom.load(Relaxed),
+            self.submitter.pid(),
+            self.base.elapsed().as_nanos() - self.blocked_ns.load(Relaxed),
+        );
+        true
     }
 
     /// Takes the "blocked without a spare" mark the hook left for the atom that just ended.
@@ -247,6 +271,9 @@ pub(crate) struct BlockHook<'a> {
     pub(crate) cont: &'a Continuation,
     /// Wakes the spare lent for this atom; idle before the notifier is dropped.
     pub(crate) wake: Pin<&'a IrqWork<SpareWaker>>,
+    /// The atom's `user_data` and system call number, in trace events.
+    pub(crate) user_data: u64,
+    pub(crate) nr: u32,
 }
 
 impl PreemptOps for BlockHook<'_> {
@@ -259,10 +286,13 @@ impl PreemptOps for BlockHook<'_> {
         }
         // A lent spare that left during the atom (a signal) cannot claim: a synchronous block.
         if !self.wake.data().spare.as_ref().is_some_and(|s| s.is_lent()) {
-            self.cont.blocked_without_spare.store(true, Relaxed);
+            if !self.cont.blocked_without_spare.xchg(true, Relaxed) {
+                trace::block(self.cont.ctx, self.user_data, self.nr, false);
+            }
             return;
         }
-        if self.cont.block() {
+        if self.cont.block(self.user_data) {
+            trace::block(self.cont.ctx, self.user_data, self.nr, true);
             // The runqueue lock is held: the wakeup happens in the irq work.
             self.wake.queue();
         }

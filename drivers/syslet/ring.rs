@@ -52,7 +52,9 @@ use crate::defs::{
     ThreadletSlot,
     MAX_CQ_ENTRIES,
     MAX_SQ_ENTRIES,
-    MAX_THREADLET_SLOTS, //
+    MAX_THREADLET_SLOTS,
+    SETUP_POLL,
+    SETUP_VALID_FLAGS, //
 };
 
 const HDR_SQ_HEAD: usize = offset_of!(RingHeader, sq_head);
@@ -100,15 +102,17 @@ pub(crate) struct RingLayout {
     pub(crate) cqes_off: usize,
     pub(crate) threadlets_off: usize,
     pub(crate) size: usize,
+    /// `SYSLET_SETUP_POLL`: atoms that would wait for a pollable file are armed instead.
+    pub(crate) poll: bool,
 }
 
 impl RingLayout {
     /// Validates the sizes user space asked for and lays the region out.
     ///
     /// Fails with `EINVAL` for sizes that are zero, not powers of two or out of bounds, for
-    /// nonzero flags and for nonzero reserved fields.
+    /// unknown flags and for nonzero reserved fields.
     pub(crate) fn new(params: &Params) -> Result<Self> {
-        if params.flags != 0
+        if params.flags & !SETUP_VALID_FLAGS != 0
             || params.resv0 != 0
             || params.threadlets_off != 0
             || params.resv.iter().any(|&r| r != 0)
@@ -140,6 +144,7 @@ impl RingLayout {
             cqes_off,
             threadlets_off,
             size: end,
+            poll: params.flags & SETUP_POLL != 0,
         })
     }
 }
@@ -317,8 +322,18 @@ impl Rings {
     /// Waits until at least `min` completions are unread or `timeout_ns` (if not negative)
     /// passes. Returns the number unread.
     ///
+    /// While `work()` says there is work for the waiter (armed atoms whose files became ready),
+    /// `run()` does it first, without the lock held; `work` is checked again once the waiter is
+    /// queued, so that a [`Rings::wake_waiters`] from any context is never missed.
+    ///
     /// Must be called from process context without locks held.
-    pub(crate) fn wait(&self, min: u32, timeout_ns: i64) -> Result<u32, WaitError> {
+    pub(crate) fn wait(
+        &self,
+        min: u32,
+        timeout_ns: i64,
+        work: impl Fn() -> bool,
+        mut run: impl FnMut(),
+    ) -> Result<u32, WaitError> {
         if min > self.layout.cq_entries {
             return Err(WaitError::Invalid);
         }
@@ -330,6 +345,11 @@ impl Rings {
         };
         let mut state = self.state.lock();
         loop {
+            if work() {
+                drop(state);
+                run();
+                state = self.state.lock();
+            }
             let unread = self.unread(&state).ok_or(WaitError::Invalid)?;
             if unread >= min {
                 return Ok(unread);
@@ -341,7 +361,9 @@ impl Rings {
                 return Err(WaitError::TimedOut);
             }
             state.waiters += 1;
-            let woken = self.cq_wait.wait_interruptible_timeout(&mut state, left);
+            let woken = self
+                .cq_wait
+                .wait_interruptible_timeout_unless(&mut state, left, &work);
             state.waiters -= 1;
             match woken {
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
@@ -349,6 +371,14 @@ impl Rings {
                 CondVarTimeoutResult::Signal { .. } => return Err(WaitError::Interrupted),
             }
         }
+    }
+
+    /// Wakes every waiter and poller of the ring, so that it looks again at what it waits for.
+    ///
+    /// Callable from any context, also with a wait queue's lock held (a waiter's wakeup on a
+    /// file's queue): it takes only this ring's wait queue lock, with interrupts disabled.
+    pub(crate) fn wake_waiters(&self) {
+        self.cq_wait.notify_all();
     }
 
     /// Registers `file`'s poll on new completions and returns its readiness mask.

@@ -50,6 +50,16 @@ pub(crate) struct Stats {
     pub(crate) threadlet_handoffs: Atomic<u64>,
     /// Threadlet results posted by the thread that ran them, after a handoff.
     pub(crate) threadlets_done: Atomic<u64>,
+    /// Atoms waiting on the pollable path now (no thread).
+    pub(crate) armed: Atomic<u64>,
+    /// Atoms that ran after waiting on the pollable path.
+    pub(crate) completed_after_poll: Atomic<u64>,
+    /// Atoms whose file was ready when woken but not when they were to run: armed again.
+    pub(crate) poll_rearmed: Atomic<u64>,
+    /// Atoms that blocked after waiting on the pollable path (the file was ready when asked, the
+    /// call blocked all the same), in an exec with a continuation: handed off to a spare, or a
+    /// synchronous fallback with none parked.
+    pub(crate) poll_fallbacks: Atomic<u64>,
     /// Handoff latency, from the block to the spare running: see `LATENCY_BOUNDS_US`.
     latency_us: [Atomic<u64>; 8],
 }
@@ -69,6 +79,10 @@ impl Stats {
             cancelled: Atomic::new(0),
             threadlet_handoffs: Atomic::new(0),
             threadlets_done: Atomic::new(0),
+            armed: Atomic::new(0),
+            completed_after_poll: Atomic::new(0),
+            poll_rearmed: Atomic::new(0),
+            poll_fallbacks: Atomic::new(0),
             latency_us: [const { Atomic::new(0) }; 8],
         }
     }
@@ -102,6 +116,10 @@ impl Stats {
             ("cancelled", &self.cancelled),
             ("threadlet_handoffs", &self.threadlet_handoffs),
             ("threadlets_done", &self.threadlets_done),
+            ("armed", &self.armed),
+            ("completed_after_poll", &self.completed_after_poll),
+            ("poll_rearmed", &self.poll_rearmed),
+            ("poll_fallbacks", &self.poll_fallbacks),
         ];
         for (name, counter) in counters {
             seq_print!(m, "{}:\t{}\n", name, counter.load(Relaxed));

@@ -3,6 +3,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/compat.h>
+#include <linux/audit.h>
 #include <trace/events/sched.h>
 
 __rust_helper bool rust_helper_task_is_runnable(struct task_struct *p)
@@ -69,10 +70,26 @@ __rust_helper void rust_helper_tracepoint_synchronize_unregister(void)
 	tracepoint_synchronize_unregister();
 }
 
+/*
+ * Whether the current thread's system calls are watched by something atoms
+ * would bypass: ptrace syscall tracing or emulation, the raw_syscalls
+ * tracepoints, or syscall auditing that writes records. SYSCALL_AUDIT alone
+ * does not say audit writes one: once audit was ever enabled, every new task
+ * keeps the work flag (and an audit context) even with audit disabled again
+ * or no rule loaded; __audit_syscall_entry() then leaves the context dummy
+ * (or does nothing), and no record is written.
+ */
 __rust_helper bool rust_helper_current_syscalls_watched(void)
 {
-	return test_syscall_work(SYSCALL_TRACE) || test_syscall_work(SYSCALL_EMU) ||
-	       test_syscall_work(SYSCALL_AUDIT) || test_syscall_work(SYSCALL_TRACEPOINT);
+	if (test_syscall_work(SYSCALL_TRACE) || test_syscall_work(SYSCALL_EMU) ||
+	    test_syscall_work(SYSCALL_TRACEPOINT))
+		return true;
+#ifdef CONFIG_AUDITSYSCALL
+	if (test_syscall_work(SYSCALL_AUDIT) && audit_enabled != AUDIT_OFF &&
+	    !audit_dummy_context())
+		return true;
+#endif
+	return false;
 }
 
 #ifdef CONFIG_SYSLET_HOOKS

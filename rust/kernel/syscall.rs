@@ -19,6 +19,7 @@ use crate::{
     bindings,
     error::code::EDEADLK,
     prelude::*,
+    sync::aref::ARef,
     task::Task,
     types::NotThreadSafe, //
 };
@@ -205,6 +206,87 @@ impl CheckedSyscall {
     }
 }
 
+impl CheckedSyscall {
+    /// Keeps the call, allowed by the current task's filters, to run later on a task confined as
+    /// this one is now ([`DeferredSyscall::resume`]).
+    ///
+    /// Must be called on the task whose filters allowed the call. A call interrupted by a run
+    /// (its restart block set up) is not deferred.
+    pub fn defer(self) -> core::result::Result<DeferredSyscall, Self> {
+        if self.restart_block {
+            return Err(self);
+        }
+        let task = ARef::from(&**crate::current!());
+        // INVARIANT: The current task's filters allowed the call (`CheckedSyscall` is not
+        // `Send`), and `confinement` is the current task's now.
+        Ok(DeferredSyscall {
+            call: self.call,
+            confinement: Confinement::of(&task),
+            task,
+        })
+    }
+}
+
+/// A system call that a task's seccomp filters allowed, kept to run later, for example once the
+/// file it waits for is ready.
+///
+/// The verdict stands only for the confinement it was given under: the call runs on a task
+/// confined exactly as the submitter was then ([`DeferredSyscall::resume`]), and not at all once
+/// the submitter's own confinement changed (a filter added, credentials changed, traced:
+/// [`DeferredSyscall::verdict_stands`]), since its filters never judged the call as it is now.
+///
+/// # Invariants
+///
+/// `call` was allowed by the seccomp filters of `task` while `task` was confined as
+/// `confinement` says, and does not act on the caller's entry frame.
+pub struct DeferredSyscall {
+    call: Syscall,
+    confinement: Confinement,
+    task: ARef<Task>,
+}
+
+impl DeferredSyscall {
+    /// Returns the system call number.
+    pub fn nr(&self) -> u32 {
+        self.call.nr
+    }
+
+    /// Returns the arguments.
+    pub fn args(&self) -> &[u64; 6] {
+        &self.call.args
+    }
+
+    /// Returns whether the submitter is still confined as it was when its filters allowed the
+    /// call.
+    ///
+    /// The confinement's pointers stay valid while the submitter holds them, so an equal
+    /// snapshot names the same credentials and filter, not a later object at a reused address.
+    pub fn verdict_stands(&self) -> bool {
+        Confinement::of(&self.task) == self.confinement
+    }
+
+    /// Returns whether the current task may run the call: the verdict stands and the current task
+    /// is confined as the submitter was.
+    pub fn runnable_here(&self) -> bool {
+        self.verdict_stands() && Confinement::of(crate::current!()) == self.confinement
+    }
+
+    /// Takes the call back to run it on the current task, if [`DeferredSyscall::runnable_here`].
+    pub fn resume(self) -> core::result::Result<CheckedSyscall, Self> {
+        if !self.runnable_here() {
+            return Err(self);
+        }
+        // INVARIANT: The filters of the submitter, confined as the current task is now, allowed
+        // the call: they would allow it here. It does not use the entry frame (type invariant),
+        // and no run set up a restart block.
+        Ok(CheckedSyscall {
+            call: self.call,
+            restart_block: false,
+            _not_send: NotThreadSafe,
+        })
+    }
+}
+
 /// Does for the current task what the exit to user mode does with a pending
 /// `TIF_NOTIFY_SIGNAL`: clears it and runs the task's queued work.
 ///
@@ -243,27 +325,60 @@ pub fn restore_saved_sigmask() {
 /// not have, and escapes no tracer: a tracer attaches to threads, and one attached to either
 /// would stop seeing the program, or start seeing it unasked.
 pub fn same_confinement(a: &Task, b: &Task) -> bool {
-    fn key(task: &Task) -> (usize, usize, i32, usize, bool) {
+    Confinement::of(a) == Confinement::of(b)
+}
+
+/// What decides how a task is confined: its credentials, seccomp mode and filter and
+/// `no_new_privs` (by identity), and whether it is traced.
+#[derive(Clone, Copy)]
+struct Confinement {
+    cred: usize,
+    real_cred: usize,
+    seccomp_mode: i32,
+    seccomp_filter: usize,
+    no_new_privs: bool,
+    /// A traced task matches no other, itself included.
+    traced: bool,
+}
+
+impl PartialEq for Confinement {
+    fn eq(&self, other: &Self) -> bool {
+        !self.traced
+            && !other.traced
+            && (
+                self.cred,
+                self.real_cred,
+                self.seccomp_mode,
+                self.seccomp_filter,
+            ) == (
+                other.cred,
+                other.real_cred,
+                other.seccomp_mode,
+                other.seccomp_filter,
+            )
+            && self.no_new_privs == other.no_new_privs
+    }
+}
+
+impl Confinement {
+    /// Returns the confinement of `task` now.
+    fn of(task: &Task) -> Self {
         let p = task.as_ptr();
         // SAFETY: `p` is a valid task. Each field is read once, racily (as `READ_ONCE()` readers
         // do): only the identity of the pointers is compared, nothing is dereferenced.
         unsafe {
-            (
-                core::ptr::read_volatile(&raw const (*p).cred) as usize,
-                core::ptr::read_volatile(&raw const (*p).real_cred) as usize,
-                core::ptr::read_volatile(&raw const (*p).seccomp.mode),
-                core::ptr::read_volatile(&raw const (*p).seccomp.filter) as usize,
-                core::ptr::read_volatile(&raw const (*p).atomic_flags)
+            Self {
+                cred: core::ptr::read_volatile(&raw const (*p).cred) as usize,
+                real_cred: core::ptr::read_volatile(&raw const (*p).real_cred) as usize,
+                seccomp_mode: core::ptr::read_volatile(&raw const (*p).seccomp.mode),
+                seccomp_filter: core::ptr::read_volatile(&raw const (*p).seccomp.filter) as usize,
+                no_new_privs: core::ptr::read_volatile(&raw const (*p).atomic_flags)
                     & (1 << bindings::PFA_NO_NEW_PRIVS)
                     != 0,
-            )
+                traced: core::ptr::read_volatile(&raw const (*p).ptrace) != 0,
+            }
         }
     }
-    fn traced(task: &Task) -> bool {
-        // SAFETY: As above: one racy read of a flag word.
-        unsafe { core::ptr::read_volatile(&raw const (*task.as_ptr()).ptrace) != 0 }
-    }
-    !traced(a) && !traced(b) && key(a) == key(b)
 }
 
 /// Returns whether a real signal (not only a notification) is pending for the current task.

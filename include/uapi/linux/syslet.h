@@ -45,7 +45,7 @@
 
 /* Ring sizes: powers of two. cq_entries == 0 means 2 * sq_entries. */
 #define SYSLET_MAX_SQ_ENTRIES	4096
-#define SYSLET_MAX_CQ_ENTRIES	8192
+#define SYSLET_MAX_CQ_ENTRIES	32768
 
 /*
  * Submission entry: one system call (an "atom").
@@ -68,7 +68,23 @@ struct syslet_sqe {
  *			and never extends past one SYSLET_IOC_EXEC.
  */
 #define SYSLET_SQE_LINK		(1U << 0)
-#define SYSLET_SQE_VALID_FLAGS	(SYSLET_SQE_LINK)
+/*
+ * SYSLET_SQE_FWD_ARG(n): result forwarding. Before this entry runs, its
+ * argument args[n] (n = 0..5) is replaced by the result of the previous
+ * entry of its chain (the entry before it, which must carry
+ * SYSLET_SQE_LINK; else this entry is refused with -EINVAL), or, with
+ * SYSLET_SQE_FWD_HEAD too, by the result of the chain's first entry. Since
+ * a chain runs only while its entries succeed, the value forwarded is never
+ * an error: openat, then read (FWD_ARG(0)) and close (FWD_ARG(0) |
+ * FWD_HEAD) of the descriptor it returned run in one exec with no round
+ * trip to user space. Seccomp, policy and the trace events see the
+ * substituted value, as a direct call would show it.
+ */
+#define SYSLET_SQE_FWD_SHIFT	8
+#define SYSLET_SQE_FWD_MASK	(7U << SYSLET_SQE_FWD_SHIFT)
+#define SYSLET_SQE_FWD_ARG(n)	(((__u32)(n) + 1) << SYSLET_SQE_FWD_SHIFT)
+#define SYSLET_SQE_FWD_HEAD	(1U << 11)
+#define SYSLET_SQE_VALID_FLAGS	(SYSLET_SQE_LINK | SYSLET_SQE_FWD_MASK | SYSLET_SQE_FWD_HEAD)
 
 /*
  * Completion entry.
@@ -107,6 +123,27 @@ struct syslet_cqe {
  * it exited first.
  */
 #define SYSLET_CQE_F_THREADLET	(1U << 3)
+/*
+ * SYSLET_CQE_F_POLLED: (contexts set up with SYSLET_SETUP_POLL) the atom
+ * waited on the pollable path before it ran (or was cancelled): its file (a socket, pipe, eventfd, tty... anything with poll) was not
+ * ready when its exec consumed it, so it was *armed*: a small record on the
+ * file's wait queues, no thread and no spare. It ran when the file became
+ * ready, in the next SYSLET_IOC_EXEC or SYSLET_IOC_WAIT of a thread of the
+ * owner confined as its submitter was, before anything else that call does
+ * (with ..._F_INLINE or, after a handoff, ..._F_ASYNC, as any atom).
+ * Only read, readv, recvfrom, recvmsg, accept, accept4 (POLLIN) and write,
+ * writev, sendto, sendmsg (POLLOUT) on a descriptor whose file has poll and
+ * is not O_NONBLOCK are armed, never with MSG_DONTWAIT; the entries linked
+ * after an armed atom wait with it. Seccomp and policy judge an atom once,
+ * when its exec consumes it; if the submitting thread's confinement changes
+ * before the atom runs (a seccomp filter added, credentials changed), the
+ * atom does not run: -EPERM with ..._F_REFUSED. Each armed atom keeps the
+ * completion slot its exec reserved, so at most cq_entries atoms are armed
+ * per context; an exec that finds no free slot fails with EBUSY, as always.
+ * SYSLET_IOC_CANCEL completes an armed atom with -ECANCELED at once; the
+ * owner's close (or exit) completes every armed atom with -ECANCELED.
+ */
+#define SYSLET_CQE_F_POLLED	(1U << 4)
 
 /*
  * The shared region starts with this header. Fields marked (K) are
@@ -140,7 +177,7 @@ struct syslet_ring_header {
 struct syslet_params {
 	__u32	sq_entries;	/* in: power of two, 1..SYSLET_MAX_SQ_ENTRIES */
 	__u32	cq_entries;	/* in: 0, or power of two, sq..SYSLET_MAX_CQ_ENTRIES */
-	__u32	flags;		/* in: must be 0 */
+	__u32	flags;		/* in: SYSLET_SETUP_* */
 	__u32	resv0;
 	__u64	mmap_size;	/* out: length to mmap at offset 0 */
 	__u64	sqes_off;	/* out: offset of the submission entries */
@@ -148,6 +185,19 @@ struct syslet_params {
 	__u64	threadlets_off;	/* out: offset of the threadlet slots */
 	__u64	resv[3];
 };
+
+/*
+ * params->flags
+ *
+ * SYSLET_SETUP_POLL:	the pollable path (see SYSLET_CQE_F_POLLED): an
+ *			atom that would wait for a descriptor that is not
+ *			ready is armed on the file's wait queues, with no
+ *			thread, and its exec goes on; it completes later,
+ *			from an exec or a wait. Without it every atom runs
+ *			when its exec reaches it, and a wait is a block.
+ */
+#define SYSLET_SETUP_POLL		(1U << 0)
+#define SYSLET_SETUP_VALID_FLAGS	(SYSLET_SETUP_POLL)
 
 /*
  * SYSLET_IOC_EXEC argument. The ioctl returns the number of submissions

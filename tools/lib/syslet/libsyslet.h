@@ -128,8 +128,12 @@ typedef long (*syslet_threadlet_fn)(void *arg);
 int syslet_threadlet_run(struct syslet_ring *ring, syslet_threadlet_fn fn, void *arg,
 			 uint64_t user_data, long *result);
 
-static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_entries,
-				    unsigned int cq_entries)
+/*
+ * Opens a context, sets up its rings with @flags (SYSLET_SETUP_*: 0, or
+ * SYSLET_SETUP_POLL for the pollable path) and maps them: 0 or -errno.
+ */
+static inline int syslet_queue_init_flags(struct syslet_ring *ring, unsigned int sq_entries,
+					  unsigned int cq_entries, unsigned int flags)
 {
 	memset(ring, 0, sizeof(*ring));
 	ring->fd = open(SYSLET_DEVICE, O_RDWR | O_CLOEXEC);
@@ -137,6 +141,7 @@ static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_en
 		return -errno;
 	ring->params.sq_entries = sq_entries;
 	ring->params.cq_entries = cq_entries;
+	ring->params.flags = flags;
 	if (ioctl(ring->fd, SYSLET_IOC_SETUP, &ring->params) < 0)
 		goto fail;
 	ring->mem_size = ring->params.mmap_size;
@@ -156,6 +161,12 @@ fail:
 		ring->fd = -1;
 		return err;
 	}
+}
+
+static inline int syslet_queue_init(struct syslet_ring *ring, unsigned int sq_entries,
+				    unsigned int cq_entries)
+{
+	return syslet_queue_init_flags(ring, sq_entries, cq_entries, 0);
 }
 
 static inline void syslet_queue_exit(struct syslet_ring *ring)
@@ -238,6 +249,20 @@ static inline void syslet_prep_close(struct syslet_sqe *sqe, int fd)
 static inline void syslet_prep_fsync(struct syslet_sqe *sqe, int fd)
 {
 	syslet_prep(sqe, SYS_fsync, fd, 0, 0, 0, 0, 0);
+}
+
+/* recvfrom(@fd, @buf, @len, @flags, NULL, NULL): a receive, on the pollable path if armed. */
+static inline void syslet_prep_recv(struct syslet_sqe *sqe, int fd, void *buf, size_t len,
+				    int flags)
+{
+	syslet_prep(sqe, __NR_recvfrom, fd, (uintptr_t)buf, len, flags, 0, 0);
+}
+
+/* sendto(@fd, @buf, @len, @flags, NULL, 0). */
+static inline void syslet_prep_send(struct syslet_sqe *sqe, int fd, const void *buf, size_t len,
+				    int flags)
+{
+	syslet_prep(sqe, __NR_sendto, fd, (uintptr_t)buf, len, flags, 0, 0);
 }
 
 struct statx;	/* <sys/stat.h> with _GNU_SOURCE, or <linux/stat.h> */

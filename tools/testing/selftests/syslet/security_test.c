@@ -5,7 +5,8 @@
  * the 32-bit ioctl entry, seccomp as a direct x86-64 call sees it (arch,
  * ERRNO(0), KILL ending the batch), calls on the submitting thread's own state
  * refused when the program may move to a spare, uprobe refused, an atom that
- * closes the device, and ring memory charged to the memory cgroup.
+ * closes the device, ring memory charged to the memory cgroup, and execs
+ * refused while a tracer or the audit log watches the thread's calls.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,12 +25,15 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/netlink.h>
 #include <linux/magic.h>
 #include <linux/syslet.h>
 
@@ -1110,6 +1114,138 @@ TEST(exec_refused_while_syscalls_are_traced)
 	EXPECT_TRUE(detached);
 	ASSERT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
+}
+
+/*
+ * Sends one audit request of @type with @len bytes of @data on the audit
+ * netlink socket and reads the kernel's acknowledgement: 0 or -errno.
+ */
+static int audit_request(int type, const void *data, size_t len)
+{
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	union {
+		struct nlmsghdr nlh;
+		char buf[NLMSG_SPACE(sizeof(struct audit_rule_data) + 64)];
+	} req = { 0 }, ack;
+	int fd, ret = -EPROTO;
+	ssize_t n;
+
+	if (NLMSG_SPACE(len) > sizeof(req.buf))
+		return -EINVAL;
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_AUDIT);
+	if (fd < 0)
+		return -errno;
+	req.nlh.nlmsg_len = NLMSG_LENGTH(len);
+	req.nlh.nlmsg_type = type;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	req.nlh.nlmsg_seq = 1;
+	memcpy(NLMSG_DATA(&req.nlh), data, len);
+	if (sendto(fd, &req, req.nlh.nlmsg_len, 0, (struct sockaddr *)&kernel,
+		   sizeof(kernel)) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/* Replies before the acknowledgement (none for these requests) are skipped. */
+	while ((n = recv(fd, &ack, sizeof(ack), 0)) > 0) {
+		if (NLMSG_OK(&ack.nlh, n) && ack.nlh.nlmsg_type == NLMSG_ERROR) {
+			ret = ((struct nlmsgerr *)NLMSG_DATA(&ack.nlh))->error;
+			break;
+		}
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+/* Turns the audit subsystem on (1) or off (0): 0 or -errno. */
+static int audit_set_enabled(unsigned int enabled)
+{
+	struct audit_status status = {
+		.mask = AUDIT_STATUS_ENABLED,
+		.enabled = enabled,
+	};
+
+	return audit_request(AUDIT_SET, &status, sizeof(status));
+}
+
+/*
+ * Adds (AUDIT_ADD_RULE) or deletes (AUDIT_DEL_RULE) the rule an
+ * administrator writes as "auditctl -a always,exit -F arch=b64 -S getppid".
+ */
+static int audit_getppid_rule(int type)
+{
+	struct audit_rule_data rule = {
+		.flags = AUDIT_FILTER_EXIT,
+		.action = AUDIT_ALWAYS,
+		.field_count = 1,
+		.fields = { AUDIT_ARCH },
+		.values = { AUDIT_ARCH_X86_64 },
+		.fieldflags = { AUDIT_EQUAL },
+	};
+
+	rule.mask[__NR_getppid / 32] |= 1U << (__NR_getppid % 32);
+	return audit_request(type, &rule, sizeof(rule));
+}
+
+/*
+ * In a new process (audit gives a task its audit context when it forks):
+ * what SYSLET_IOC_EXEC of one getppid returns, 1 for the atom or -errno;
+ * 100 + a step if something else went wrong.
+ */
+static int exec_in_new_process(void)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return 100;
+	if (pid == 0) {
+		struct syslet_ring ring;
+		int ret;
+
+		if (syslet_queue_init(&ring, 4, 0))
+			_exit(101);
+		syslet_prep(syslet_get_sqe(&ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+		ret = syslet_submit_n(&ring, 1);
+		if (ret == 1 && syslet_peek_cqe(&ring)->res != getppid())
+			_exit(102);
+		/* The exit status carries 1, or the errno offset by 64. */
+		_exit(ret == 1 ? 1 : ret < 0 && -ret < 64 ? 64 - ret : 103);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return 104;
+	status = WEXITSTATUS(status);
+	return status > 64 && status < 100 ? -(status - 64) : status;
+}
+
+/*
+ * Syscall auditing: while audit is on and a syscall rule is loaded, a
+ * thread's calls produce audit records that atoms (which skip the system
+ * call entry) would not, so its execs fail with EPERM. Audit being on with
+ * no rule, or having been on once (every task forked since keeps the
+ * SYSCALL_AUDIT work flag), writes no records and refuses nothing.
+ */
+TEST(exec_refused_while_syscalls_are_audited)
+{
+	int ret;
+
+	if (access(SYSLET_DEVICE, R_OK | W_OK))
+		SKIP(return, "no syslet device");
+	ret = audit_set_enabled(1);
+	if (ret == -EPROTONOSUPPORT || ret == -ECONNREFUSED)
+		SKIP(return, "no audit in this kernel");
+	ASSERT_EQ(0, ret);
+
+	EXPECT_EQ(1, exec_in_new_process()) TH_LOG("audit on, no rule loaded");
+	ASSERT_EQ(0, audit_getppid_rule(AUDIT_ADD_RULE));
+	EXPECT_EQ(-EPERM, exec_in_new_process()) TH_LOG("audit on, a syscall rule loaded");
+	ASSERT_EQ(0, audit_getppid_rule(AUDIT_DEL_RULE));
+	EXPECT_EQ(1, exec_in_new_process()) TH_LOG("the rule deleted");
+
+	ASSERT_EQ(0, audit_getppid_rule(AUDIT_ADD_RULE));
+	ASSERT_EQ(0, audit_set_enabled(0));
+	EXPECT_EQ(1, exec_in_new_process()) TH_LOG("a rule loaded, audit off again");
+	ASSERT_EQ(0, audit_getppid_rule(AUDIT_DEL_RULE));
 }
 
 /* Writes @value to @path; 0 or -errno. */

@@ -111,7 +111,7 @@ TEST(bad_sizes_and_flags)
 {
 	static const struct { unsigned int sq, cq, flags; } bad[] = {
 		{ 0, 0, 0 }, { 3, 0, 0 }, { 8192, 0, 0 }, { 8, 4, 0 }, { 8, 24, 0 },
-		{ 8, 16384, 0 }, { 8, 0, 1 },
+		{ 8, 65536, 0 }, { 8, 0, 2 }, { 8, 0, 1U << 31 },
 	};
 	int fd = open_syslet(_metadata);
 
@@ -867,6 +867,179 @@ TEST_F(ring, prep_helpers_run_the_calls_they_name)
 	close(dfd);
 	unlink(path);
 	rmdir(dir);
+}
+
+/* Reads every unread completion into @out (at most @max); returns how many. */
+static int reap_all(struct syslet_ring *ring, struct syslet_cqe *out, int max)
+{
+	struct syslet_cqe *cqe;
+	int n = 0;
+
+	while (n < max && (cqe = syslet_peek_cqe(ring))) {
+		out[n++] = *cqe;
+		syslet_cqe_seen(ring);
+	}
+	return n;
+}
+
+/*
+ * Queues openat(@path), read(fd <- openat's result) and close(fd <- the
+ * chain's first result) as one chain, and runs it in one exec.
+ */
+static int submit_open_read_close(struct syslet_ring *ring, const char *path, char *buf,
+				  size_t len)
+{
+	struct syslet_sqe *sqe;
+
+	sqe = syslet_get_sqe(ring);
+	syslet_prep_openat(sqe, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe->user_data = 1;
+	sqe = syslet_get_sqe(ring);
+	syslet_prep_read(sqe, -1, buf, len);
+	sqe->flags = SYSLET_SQE_LINK | SYSLET_SQE_FWD_ARG(0);
+	sqe->user_data = 2;
+	sqe = syslet_get_sqe(ring);
+	syslet_prep_close(sqe, -1);
+	sqe->flags = SYSLET_SQE_FWD_ARG(0) | SYSLET_SQE_FWD_HEAD;
+	sqe->user_data = 3;
+	return syslet_submit_n(ring, 3);
+}
+
+/*
+ * Result forwarding: openat, then read and close of the descriptor it
+ * returned, in one exec; the descriptor is closed after it.
+ */
+TEST_F(ring, forwarding_open_read_close_in_one_exec)
+{
+	char path[] = "/tmp/syslet-fwd.XXXXXX", buf[32] = { 0 };
+	struct syslet_cqe cqe[3];
+	int fd = mkstemp(path);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(9, write(fd, "forwarded", 9));
+	close(fd);
+	ASSERT_EQ(3, submit_open_read_close(&self->ring, path, buf, sizeof(buf)));
+	ASSERT_EQ(3, reap_all(&self->ring, cqe, 3));
+	ASSERT_LE(0, cqe[0].res) TH_LOG("openat: %lld", (long long)cqe[0].res);
+	EXPECT_EQ(9, cqe[1].res);
+	EXPECT_EQ(0, cqe[2].res);
+	EXPECT_EQ(0, memcmp(buf, "forwarded", 9));
+	/* The chain closed the descriptor openat returned. */
+	EXPECT_EQ(-1, fcntl(cqe[0].res, F_GETFD));
+	EXPECT_EQ(EBADF, errno);
+
+	/* A failed openat cancels the rest of the chain: nothing runs on a forwarded error. */
+	unlink(path);
+	ASSERT_EQ(3, submit_open_read_close(&self->ring, path, buf, sizeof(buf)));
+	ASSERT_EQ(3, reap_all(&self->ring, cqe, 3));
+	EXPECT_EQ(-ENOENT, cqe[0].res);
+	EXPECT_EQ(-ECANCELED, cqe[1].res);
+	EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[1].flags);
+	EXPECT_EQ(-ECANCELED, cqe[2].res);
+}
+
+/*
+ * Forwarding needs an entry to forward from (linked before it), an argument
+ * that exists, and FWD_HEAD only with an argument named: else -EINVAL.
+ */
+TEST_F(ring, forwarding_bad_requests_are_refused)
+{
+	static const unsigned int bad[] = {
+		SYSLET_SQE_FWD_ARG(0),				/* first of its chain */
+		SYSLET_SQE_FWD_ARG(0) | SYSLET_SQE_FWD_HEAD,	/* the same */
+		7U << SYSLET_SQE_FWD_SHIFT,			/* args[6] */
+	};
+	struct syslet_cqe cqe[2];
+	struct syslet_sqe *sqe;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sqe = syslet_get_sqe(&self->ring);
+		syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
+		if (bad[i] == (7U << SYSLET_SQE_FWD_SHIFT)) {
+			sqe->flags = SYSLET_SQE_LINK;
+			sqe = syslet_get_sqe(&self->ring);
+			syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
+		}
+		sqe->flags = bad[i];
+		ASSERT_LE(1, syslet_submit(&self->ring));
+		while (reap_all(&self->ring, cqe, 1) == 1 && cqe[0].res >= 0)
+			;
+		EXPECT_EQ(-EINVAL, cqe[0].res) TH_LOG("flags 0x%x", bad[i]);
+		EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[0].flags);
+	}
+	/* FWD_HEAD without an argument named. */
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_FWD_HEAD;
+	ASSERT_EQ(2, syslet_submit(&self->ring));
+	ASSERT_EQ(2, reap_all(&self->ring, cqe, 2));
+	EXPECT_EQ(getpid(), cqe[0].res);
+	EXPECT_EQ(-EINVAL, cqe[1].res);
+}
+
+/*
+ * Seccomp judges a forwarded call with the substituted value: a filter that
+ * refuses kill() aimed at the parent refuses kill(<getppid's result>, 0),
+ * though the entry as submitted named pid 0, which it allows.
+ */
+TEST(forwarding_seccomp_sees_the_substituted_value)
+{
+	int status;
+	pid_t pid;
+
+	if (access(SYSLET_DEVICE, R_OK | W_OK))
+		SKIP(return, "no syslet device");
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct sock_filter filter[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_kill, 0, 3),
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, getppid(), 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {
+			.len = sizeof(filter) / sizeof(filter[0]), .filter = filter,
+		};
+		struct syslet_ring ring;
+		struct syslet_cqe cqe[2];
+		struct syslet_sqe *sqe;
+
+		if (syslet_queue_init(&ring, 4, 0))
+			_exit(10);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+		    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+			_exit(11);
+		/* Unforwarded, kill(0, 0) is allowed and succeeds. */
+		syslet_prep(syslet_get_sqe(&ring), __NR_kill, 0, 0, 0, 0, 0, 0);
+		if (syslet_submit_n(&ring, 1) != 1 || reap_all(&ring, cqe, 1) != 1 || cqe[0].res)
+			_exit(12);
+		sqe = syslet_get_sqe(&ring);
+		syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+		sqe->flags = SYSLET_SQE_LINK;
+		sqe = syslet_get_sqe(&ring);
+		syslet_prep(sqe, __NR_kill, 0, 0, 0, 0, 0, 0);
+		sqe->flags = SYSLET_SQE_FWD_ARG(0);
+		if (syslet_submit_n(&ring, 2) != 2 || reap_all(&ring, cqe, 2) != 2)
+			_exit(13);
+		if (cqe[0].res != getppid())
+			_exit(14);
+		if (cqe[1].res != -EACCES || cqe[1].flags != SYSLET_CQE_F_REFUSED)
+			_exit(15);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
 }
 
 TEST_HARNESS_MAIN

@@ -15,7 +15,7 @@
 //! (running a batch), `atom.rs` (policy and seccomp for one atom), `handoff.rs` (the
 //! continuation's state machine and the scheduler hook), `spares.rs` (parked threads), `cancel.rs`
 //! (execs in flight, cancellation), `threadlet.rs` (registered threads, their scheduler hook),
-//! `stats.rs` (fdinfo counters).
+//! `stats.rs` (fdinfo counters), `trace.rs` (trace events).
 //!
 //! Entry checks, in this file, for every ioctl: not through the 32-bit entry (`ENOTTY`: atoms are
 //! x86-64 system calls), not from inside an atom (`EDEADLK`), by the owner (`EPERM`); and a
@@ -57,10 +57,12 @@ mod context;
 mod defs;
 mod exec;
 mod handoff;
+mod poll;
 mod ring;
 mod spares;
 mod stats;
 mod threadlet;
+mod trace;
 
 use context::Context;
 
