@@ -45,6 +45,11 @@ impl Outcome {
         }
     }
 
+    /// An entry that is not a call (a timeout entry), completing with `res`.
+    pub(crate) fn not_a_call(res: i64) -> Self {
+        Self { res, flags: 0 }
+    }
+
     /// An atom that ran inline and returned `res`.
     pub(crate) fn ran(res: i64) -> Self {
         Self {

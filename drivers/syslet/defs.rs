@@ -240,6 +240,7 @@ pub(crate) const SQE_LINK: u32 = c::SYSLET_SQE_LINK;
 pub(crate) const SQE_FWD_SHIFT: u32 = c::SYSLET_SQE_FWD_SHIFT;
 pub(crate) const SQE_FWD_MASK: u32 = c::SYSLET_SQE_FWD_MASK;
 pub(crate) const SQE_FWD_HEAD: u32 = c::SYSLET_SQE_FWD_HEAD;
+pub(crate) const SQE_LINK_TIMEOUT: u32 = c::SYSLET_SQE_LINK_TIMEOUT;
 pub(crate) const SQE_VALID_FLAGS: u32 = c::SYSLET_SQE_VALID_FLAGS;
 
 pub(crate) const CQE_F_INLINE: u32 = c::SYSLET_CQE_F_INLINE;

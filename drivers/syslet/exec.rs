@@ -59,7 +59,8 @@ use crate::{
     poll::{
         self,
         Arming,
-        Polled, //
+        Polled,
+        Waiting, //
     },
     ring::{
         ClaimError,
@@ -69,6 +70,11 @@ use crate::{
     stats::{
         BatchCounts,
         Stats, //
+    },
+    timeout::{
+        self,
+        AtomDeadline,
+        Deadline, //
     },
     trace::{
         self,
@@ -138,7 +144,7 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     let batch = &batch[..count as usize];
     let mut run = Batch::new(ctx, rings, cont.as_ref());
     run.run_ready();
-    run.run_entries(batch, None, ChainResults::default());
+    run.run_entries(batch, None, ChainState::default());
     let handed = run.finish();
     let mut ret = count as isize;
     if handed {
@@ -166,7 +172,8 @@ pub(crate) fn run_ready(ctx: &Context, rings: &Rings) {
 }
 
 /// Posts the completions of an armed atom's chain that will never run: `err` for the atom
-/// (flagged `SYSLET_CQE_F_POLLED`), `-ECANCELED` for the entries linked after it.
+/// (flagged `SYSLET_CQE_F_POLLED`), `-ECANCELED` for the entries linked after it, but `-ETIME`
+/// for its timeout entry if `err` is its time limit.
 pub(crate) fn complete_unrun(ctx: &Context, rings: &Rings, entries: &[Sqe], err: Error) {
     let id = CtxId::of(ctx);
     let mut counts = BatchCounts::default();
@@ -175,6 +182,9 @@ pub(crate) fn complete_unrun(ctx: &Context, rings: &Rings, entries: &[Sqe], err:
             let mut outcome = Outcome::refused(err);
             outcome.flags |= CQE_F_POLLED;
             outcome
+        } else if i == 1 && err == ETIME && timeout::is_valid_timeout(sqe) {
+            trace::submit(id, sqe);
+            Outcome::not_a_call(ETIME.to_errno().into())
         } else {
             // Linked entries that waited with the atom had no submit event yet.
             trace::submit(id, sqe);
@@ -195,6 +205,52 @@ fn post(rings: &Rings, id: CtxId, sqe: &Sqe, outcome: &Outcome) {
         ..Default::default()
     }]);
     trace::complete(id, sqe, outcome.res, outcome.flags);
+}
+
+/// An armed atom whose file became ready, to run: the call its submitter's filters allowed,
+/// and its time limit.
+struct Resumed {
+    call: CheckedSyscall,
+    deadline: Option<Deadline>,
+}
+
+/// Where a chain stands before its next entry.
+#[derive(Clone, Copy, Default)]
+struct ChainState {
+    /// An entry of the chain failed: the rest is cancelled.
+    failed: bool,
+    /// What its entries returned, for result forwarding.
+    results: ChainResults,
+    /// The previous entry is a call that links to the next one (a timeout entry may follow).
+    after_call: bool,
+    /// That call was cut short by its time limit.
+    cut: bool,
+}
+
+impl ChainState {
+    /// Where the chain stands after `sqe` completed with `res`; `cut`: its time limit cut it
+    /// short.
+    fn after(self, sqe: &Sqe, res: i64, cut: bool) -> Self {
+        let linked = sqe.flags & SQE_LINK != 0;
+        if !linked {
+            return Self::default();
+        }
+        if timeout::is_timeout(sqe) {
+            // Not a call: forwarding reaches past it, to the call it limited.
+            return Self {
+                failed: self.failed || res < 0,
+                after_call: false,
+                cut: false,
+                ..self
+            };
+        }
+        Self {
+            failed: res < 0,
+            results: self.results.after(res, true),
+            after_call: true,
+            cut,
+        }
+    }
 }
 
 /// The state of one batch while it runs.
@@ -250,8 +306,23 @@ impl<'a> Batch<'a> {
             let Some(ready) = polled.take_ready(&self.ctx.stats) else {
                 break;
             };
+            if ready.expired {
+                // Its time limit expired while it waited: it never runs.
+                complete_unrun(self.ctx, self.rings, &ready.entries, ETIME);
+                continue;
+            }
             match ready.call.resume() {
-                Ok(call) => self.run_entries(&ready.entries, Some(call), ready.results),
+                Ok(call) => {
+                    let resumed = Resumed {
+                        call,
+                        deadline: ready.deadline,
+                    };
+                    let chain = ChainState {
+                        results: ready.results,
+                        ..ChainState::default()
+                    };
+                    self.run_entries(&ready.entries, Some(resumed), chain)
+                }
                 // The submitter's confinement changed after its filters judged the call: they
                 // never judged it as it would run now.
                 Err(_) => complete_unrun(self.ctx, self.rings, &ready.entries, EPERM),
@@ -263,47 +334,56 @@ impl<'a> Batch<'a> {
     /// atom armed on the pollable path takes the rest of its chain with it.
     ///
     /// `resumed`: `entries[0]` is an armed atom whose file became ready, allowed as this call
-    /// (its arguments were forwarded, if asked, before it was armed).
+    /// (its arguments were forwarded, if asked, before it was armed). `chain`: where the chain of
+    /// `entries[0]` stands.
     ///
     /// Completions are never held back to the end of the batch: another thread of the owner may
     /// be waiting for one before it does what a later atom waits for.
-    fn run_entries(
-        &mut self,
-        entries: &[Sqe],
-        mut resumed: Option<CheckedSyscall>,
-        mut results: ChainResults,
-    ) {
-        let mut chain_failed = false;
+    fn run_entries(&mut self, entries: &[Sqe], mut resumed: Option<Resumed>, mut chain: ChainState) {
         let mut i = 0;
         while let Some(entry) = entries.get(i) {
             let polled = resumed.is_some();
             let mut sqe = *entry;
-            let call = match resumed.take() {
-                Some(call) => Ok(call),
-                None => self.check_entry(&mut sqe, chain_failed, results),
-            };
-            let mut outcome = match call {
-                Ok(call) => {
-                    let rest = entries.get(i + 1..).unwrap_or(&[]);
-                    match self.arm_or_run(&sqe, rest, call, polled, results) {
-                        Some(outcome) => outcome,
-                        None => {
-                            // Armed: its chain waits with it.
-                            i += poll::chain_len(&entries[i..]);
-                            chain_failed = false;
-                            results = ChainResults::default();
-                            continue;
+            let mut cut = false;
+            let mut outcome = if timeout::is_timeout(&sqe) {
+                self.timeout_entry(&sqe, chain)
+            } else {
+                let checked = match resumed.take() {
+                    Some(resumed) => Ok((resumed.call, resumed.deadline)),
+                    None => self.check_entry(&mut sqe, chain).map(|call| {
+                        // A linked timeout entry limits the call from now on.
+                        (call, timeout::deadline_of(&sqe, entries.get(i + 1)))
+                    }),
+                };
+                match checked {
+                    Ok((call, deadline)) => {
+                        let rest = entries.get(i + 1..).unwrap_or(&[]);
+                        let atom = Waiting {
+                            sqe: &sqe,
+                            linked: rest,
+                            results: chain.results,
+                            deadline,
+                        };
+                        match self.arm_or_run(atom, call, polled) {
+                            Some((outcome, was_cut)) => {
+                                cut = was_cut;
+                                outcome
+                            }
+                            None => {
+                                // Armed: its chain waits with it.
+                                i += poll::chain_len(&entries[i..]);
+                                chain = ChainState::default();
+                                continue;
+                            }
                         }
                     }
+                    Err(refused) => refused,
                 }
-                Err(refused) => refused,
             };
             if polled {
                 outcome.flags |= CQE_F_POLLED;
             }
-            let linked = sqe.flags & SQE_LINK != 0;
-            chain_failed = linked && outcome.res < 0;
-            results = results.after(outcome.res, linked);
+            chain = chain.after(&sqe, outcome.res, cut);
             if self.handed {
                 outcome.flags = (outcome.flags & !CQE_F_INLINE) | CQE_F_ASYNC;
             }
@@ -318,57 +398,71 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// The outcome of the timeout entry `sqe`, which is not a call: `-ETIME` if it cut the call
+    /// before it short, 0 if that call completed in time, `-ECANCELED` if it failed on its own,
+    /// `-EINVAL` if it is malformed or limits no call.
+    fn timeout_entry(&self, sqe: &Sqe, chain: ChainState) -> Outcome {
+        trace::submit(self.id, sqe);
+        if self.interrupted {
+            Outcome::refused(EINTR)
+        } else if !timeout::is_valid_timeout(sqe) || !chain.after_call {
+            Outcome::refused(EINVAL)
+        } else if chain.cut {
+            Outcome::not_a_call(ETIME.to_errno().into())
+        } else if chain.failed {
+            Outcome::refused(ECANCELED)
+        } else {
+            Outcome::not_a_call(0)
+        }
+    }
+
     /// Decides whether the consumed entry `sqe` may run: not after a signal or a failed entry of
-    /// its chain, its forwarded argument (from `results`) substituted, then policy and seccomp.
-    fn check_entry(
-        &self,
-        sqe: &mut Sqe,
-        chain_failed: bool,
-        results: ChainResults,
-    ) -> Result<CheckedSyscall, Outcome> {
+    /// its chain, its forwarded argument substituted, then policy and seccomp.
+    fn check_entry(&self, sqe: &mut Sqe, chain: ChainState) -> Result<CheckedSyscall, Outcome> {
         if self.interrupted {
             trace::submit(self.id, sqe);
             // A signal arrived: let it be handled (or kill) before anything else runs.
             return Err(Outcome::refused(EINTR));
         }
-        if chain_failed {
+        if chain.failed {
             trace::submit(self.id, sqe);
             return Err(Outcome::refused(ECANCELED));
         }
-        let forwarded = atom::forward(sqe, results);
+        let forwarded = atom::forward(sqe, chain.results);
         // After the substitution: the event shows the call as seccomp judges it.
         trace::submit(self.id, sqe);
         forwarded?;
         atom::check(sqe, self.cont.is_some())
     }
 
-    /// Arms the atom `sqe`, allowed as `call`, on the pollable path if it waits for a file that
-    /// is not ready (`None`: the entries of its chain in `rest` went with it), or runs it.
+    /// Arms `atom`, allowed as `call`, on the pollable path if it waits for a file that is not
+    /// ready (`None`: the entries of its chain went with it), or runs it; returns its outcome and
+    /// whether its time limit cut it short.
     ///
     /// `polled`: the atom waited on the pollable path already and its file became ready.
-    /// `results`: what the entries of its chain before it returned, kept for those after it.
     fn arm_or_run(
         &mut self,
-        sqe: &Sqe,
-        rest: &[Sqe],
+        atom: Waiting<'_>,
         call: CheckedSyscall,
         polled: bool,
-        results: ChainResults,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, bool)> {
+        let sqe = atom.sqe;
         let target = match poll::wanted_events(sqe) {
             Some(events) if self.rings.layout().poll => {
                 self.ctx.polled_or_init().map(|path| (events, path))
             }
             _ => None,
         };
+        let deadline = atom.deadline;
         let call = match target {
             Some((events, path)) => {
                 let linked = if sqe.flags & SQE_LINK != 0 {
-                    &rest[..poll::chain_len(rest)]
+                    &atom.linked[..poll::chain_len(atom.linked)]
                 } else {
                     &[]
                 };
-                match path.arm(self.id, &self.ctx.stats, sqe, linked, results, call, events) {
+                let atom = Waiting { linked, ..atom };
+                match path.arm(self.id, &self.ctx.stats, atom, call, events) {
                     Arming::Armed => {
                         if polled {
                             // Woken, but another reader (or writer) was first.
@@ -382,26 +476,51 @@ impl<'a> Batch<'a> {
             None => call,
         };
         trace::start(self.id, sqe, self.cont.is_some() && !self.handed);
-        let outcome = self.run_atom(sqe, call);
+        let ran = self.run_atom(sqe, call, deadline);
         if polled {
             Stats::inc(&self.ctx.stats.completed_after_poll);
             if self.blocked {
                 Stats::inc(&self.ctx.stats.poll_fallbacks);
             }
         }
-        Some(outcome)
+        Some(ran)
+    }
+
+    /// Runs one checked atom, within `deadline` if it has one; returns its outcome and whether
+    /// the deadline cut it short.
+    fn run_atom(
+        &mut self,
+        sqe: &Sqe,
+        call: CheckedSyscall,
+        deadline: Option<Deadline>,
+    ) -> (Outcome, bool) {
+        let Some(deadline) = deadline else {
+            return (self.run_watched(sqe, call, &|| false), false);
+        };
+        let Some(left) = timeout::left(deadline) else {
+            // The time was up before it could run (it waited armed until the last moment).
+            return (Outcome::ran(ETIME.to_errno().into()), true);
+        };
+        pin_init::stack_pin_init!(let limit = AtomDeadline::new());
+        let (mut outcome, cut) = limit
+            .as_ref()
+            .run(left, |expired| self.run_watched(sqe, call, expired));
+        if cut && outcome.res == -i64::from(bindings::EINTR) {
+            outcome.res = ETIME.to_errno().into();
+        }
+        (outcome, cut)
     }
 
     /// Runs one checked atom, watched for a block if the exec has a continuation the submitter
-    /// still owns.
-    fn run_atom(&mut self, sqe: &Sqe, call: CheckedSyscall) -> Outcome {
+    /// still owns; `expired` says whether its time limit is up.
+    fn run_watched(&mut self, sqe: &Sqe, call: CheckedSyscall, expired: &dyn Fn() -> bool) -> Outcome {
         self.blocked = false;
         let Some(cont) = self.cont else {
-            return Outcome::ran(run_call(call, None));
+            return Outcome::ran(run_call(call, &|| expired().then_some(ETIME)));
         };
         if self.handed {
             // The program runs elsewhere already: nothing more to hand off.
-            return self.run_cancellable(sqe, call, cont);
+            return self.run_cancellable(sqe, call, cont, expired);
         }
         self.ensure_spare(cont);
         pin_init::stack_pin_init!(let wake = IrqWork::new(SpareWaker::new(self.lent.as_ref())));
@@ -413,7 +532,7 @@ impl<'a> Batch<'a> {
         }));
         let outcome = hook
             .as_mut()
-            .with_registered(|| self.run_cancellable(sqe, call, cont));
+            .with_registered(|| self.run_cancellable(sqe, call, cont, expired));
         // The notifier is unregistered: no new block can queue the work; `wake` is synced when
         // dropped, after `hook`.
         if !cont.reclaim() {
@@ -440,10 +559,23 @@ impl<'a> Batch<'a> {
         self.lent = self.ctx.spares.lend(cont);
     }
 
-    /// Runs `call` as the running atom of `cont`, so that `SYSLET_IOC_CANCEL` can interrupt it.
-    fn run_cancellable(&self, sqe: &Sqe, call: CheckedSyscall, cont: &Continuation) -> Outcome {
+    /// Runs `call` as the running atom of `cont`, so that `SYSLET_IOC_CANCEL` can interrupt it;
+    /// `expired` says whether its time limit is up.
+    fn run_cancellable(
+        &self,
+        sqe: &Sqe,
+        call: CheckedSyscall,
+        cont: &Continuation,
+        expired: &dyn Fn() -> bool,
+    ) -> Outcome {
         cont.begin_atom(sqe.user_data);
-        let mut res = run_call(call, Some(cont));
+        let mut res = run_call(call, &|| {
+            if cont.atom_cancelled() {
+                Some(ECANCELED)
+            } else {
+                expired().then_some(ETIME)
+            }
+        });
         if cont.end_atom() {
             // The cancel's notification may still be set: don't let it interrupt the next atom.
             syscall::run_notified_task_work();
@@ -460,15 +592,16 @@ impl<'a> Batch<'a> {
 ///
 /// A direct call interrupted by `TIF_NOTIFY_SIGNAL` alone (task work of this thread, such as
 /// io_uring's) runs the work on its way to user space and restarts; so does an atom, here. A
-/// pending signal, or a cancel of `cont`'s running atom, ends it with `-EINTR` or `-ECANCELED`:
-/// the restart would happen only after the signal's handler, which runs when the exec returns.
-fn run_call(mut call: CheckedSyscall, cont: Option<&Continuation>) -> i64 {
+/// pending signal ends it with `-EINTR`, and a stop request (`stopped`: a cancel, `-ECANCELED`,
+/// or an expired time limit, `-ETIME`) with its error: the restart would happen only after the
+/// signal's handler, which runs when the exec returns.
+fn run_call(mut call: CheckedSyscall, stopped: &dyn Fn() -> Option<Error>) -> i64 {
     let res = loop {
         match call.run() {
             Return::Done(res) => break res,
             Return::Interrupted => {
-                if cont.is_some_and(|c| c.atom_cancelled()) {
-                    break ECANCELED.to_errno().into();
+                if let Some(err) = stopped() {
+                    break err.to_errno().into();
                 }
                 if syscall::signal_pending_current() || !syscall::run_notified_task_work() {
                     break EINTR.to_errno().into();
@@ -485,8 +618,8 @@ fn run_call(mut call: CheckedSyscall, cont: Option<&Continuation>) -> i64 {
         syscall::restore_saved_sigmask();
     }
     // Task work that arrived while the call could not be interrupted runs now, as it would on
-    // the way back to user space, instead of cutting the next atom short. (A cancel's
-    // notification is cleared here too; `run_cancellable` clears one that comes later.)
+    // the way back to user space, instead of cutting the next atom short. (A cancel's or a time
+    // limit's notification is cleared here too; `run_cancellable` clears one that comes later.)
     syscall::run_notified_task_work();
     res
 }

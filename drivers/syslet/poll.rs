@@ -76,6 +76,11 @@ use crate::{
     },
     ring::Rings,
     stats::Stats,
+    timeout::{
+        self,
+        ArmedTimer,
+        Deadline, //
+    },
     trace::{
         self,
         CtxId, //
@@ -146,7 +151,7 @@ impl ReadySet {
     }
 
     /// Marks `slot` ready and wakes the ring's waiters. Callable from any context.
-    fn mark(&self, slot: u32) {
+    pub(crate) fn mark(&self, slot: u32) {
         let Some((word, bit)) = self.word(slot) else {
             return;
         };
@@ -231,6 +236,9 @@ struct Armed {
     entries: KVec<Sqe>,
     /// What the entries of the chain before the atom returned, for result forwarding.
     results: ChainResults,
+    /// The atom's time limit (a linked timeout entry), and its timer.
+    deadline: Option<Deadline>,
+    timer: Option<ArmedTimer>,
 }
 
 impl Armed {
@@ -253,6 +261,18 @@ pub(crate) struct Disarmed {
     pub(crate) call: DeferredSyscall,
     pub(crate) entries: KVec<Sqe>,
     pub(crate) results: ChainResults,
+    pub(crate) deadline: Option<Deadline>,
+    /// The time limit expired while the atom was armed.
+    pub(crate) expired: bool,
+}
+
+/// An atom to arm: its submission (arguments forwarded), the entries linked after it, what the
+/// entries of its chain before it returned, and its time limit.
+pub(crate) struct Waiting<'a> {
+    pub(crate) sqe: &'a Sqe,
+    pub(crate) linked: &'a [Sqe],
+    pub(crate) results: ChainResults,
+    pub(crate) deadline: Option<Deadline>,
 }
 
 /// What [`Polled::arm`] did with an atom.
@@ -307,20 +327,19 @@ impl Polled {
         )
     }
 
-    /// Arms `sqe`, allowed as `call`, on the file of its descriptor for `events`, with `linked`
-    /// (the entries of its chain after it) waiting behind it; or says to run it now.
+    /// Arms `atom`, allowed as `call`, on the file of its descriptor for `events`, with the
+    /// entries linked after it waiting behind it; or says to run it now.
     ///
     /// Must be called by the submitter, in an exec or wait, between atoms.
     pub(crate) fn arm(
         &self,
         ctx: CtxId,
         stats: &Stats,
-        sqe: &Sqe,
-        linked: &[Sqe],
-        results: ChainResults,
+        atom: Waiting<'_>,
         call: CheckedSyscall,
         events: u32,
     ) -> Arming {
+        let sqe = atom.sqe;
         let Ok(file) = LocalFile::fget(sqe.args[0] as u32) else {
             // The call itself reports the bad descriptor.
             return Arming::Run(call);
@@ -347,7 +366,7 @@ impl Polled {
                 None => return Arming::Run(call),
             }
         };
-        match self.new_armed(slot, sqe, linked, results, call, file, events) {
+        match self.new_armed(slot, atom, call, file, events) {
             Ok(armed) => {
                 trace::arm(ctx, sqe, events);
                 stats.armed.fetch_add(1, Relaxed);
@@ -375,14 +394,13 @@ impl Polled {
         }
     }
 
-    /// Allocates and arms the record of `sqe` and its `linked` entries in `slot`; gives the call
-    /// back if the file is ready (or became ready while the waiter was queued) or on failure.
+    /// Allocates and arms the record of `atom` in `slot`, its time limit started; gives the call
+    /// back if the file is ready (or became ready while the waiter was queued), the time is up,
+    /// or on failure.
     fn new_armed(
         &self,
         slot: u32,
-        sqe: &Sqe,
-        linked: &[Sqe],
-        results: ChainResults,
+        atom: Waiting<'_>,
         call: CheckedSyscall,
         file: ARef<File>,
         events: u32,
@@ -395,9 +413,9 @@ impl Polled {
             return Err(call);
         };
         let mut entries = KVec::new();
-        if entries.push(*sqe, GFP_KERNEL_ACCOUNT).is_err()
+        if entries.push(*atom.sqe, GFP_KERNEL_ACCOUNT).is_err()
             || entries
-                .extend_from_slice(linked, GFP_KERNEL_ACCOUNT)
+                .extend_from_slice(atom.linked, GFP_KERNEL_ACCOUNT)
                 .is_err()
         {
             return Err(call);
@@ -410,15 +428,36 @@ impl Polled {
                 return Err(call);
             }
         }
+        // The time limit runs from now on; one already past runs the atom, to be cut short at
+        // once.
+        let timer = match atom.deadline.map(timeout::left) {
+            None => None,
+            Some(Some(left)) => match ArmedTimer::start(slot, self.ready.clone(), left) {
+                Ok(timer) => Some(timer),
+                Err(_) => {
+                    waiter.as_mut().disarm();
+                    return Err(call);
+                }
+            },
+            Some(None) => {
+                waiter.as_mut().disarm();
+                return Err(call);
+            }
+        };
         match call.defer() {
             Ok(call) => Ok(Armed {
                 waiter,
                 call,
                 entries,
-                results,
+                results: atom.results,
+                deadline: atom.deadline,
+                timer,
             }),
             Err(call) => {
                 waiter.as_mut().disarm();
+                if let Some(timer) = timer {
+                    timer.stop();
+                }
                 Err(call)
             }
         }
@@ -508,6 +547,7 @@ impl Polled {
     fn release(&self, slot: u32, mut armed: Armed) -> Disarmed {
         // Gives back the file reference too.
         armed.waiter.as_mut().disarm();
+        let expired = armed.timer.take().is_some_and(ArmedTimer::stop);
         // INVARIANT: No wakeup of that waiter can run now; the slot starts clear when reused.
         self.ready.clear(slot);
         let _ = self.inner.lock().free.push_within_capacity(slot);
@@ -515,6 +555,8 @@ impl Polled {
             call: armed.call,
             entries: armed.entries,
             results: armed.results,
+            deadline: armed.deadline,
+            expired,
         }
     }
 }

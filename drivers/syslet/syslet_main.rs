@@ -62,6 +62,7 @@ mod ring;
 mod spares;
 mod stats;
 mod threadlet;
+mod timeout;
 mod trace;
 
 use context::Context;

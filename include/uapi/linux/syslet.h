@@ -84,7 +84,23 @@ struct syslet_sqe {
 #define SYSLET_SQE_FWD_MASK	(7U << SYSLET_SQE_FWD_SHIFT)
 #define SYSLET_SQE_FWD_ARG(n)	(((__u32)(n) + 1) << SYSLET_SQE_FWD_SHIFT)
 #define SYSLET_SQE_FWD_HEAD	(1U << 11)
-#define SYSLET_SQE_VALID_FLAGS	(SYSLET_SQE_LINK | SYSLET_SQE_FWD_MASK | SYSLET_SQE_FWD_HEAD)
+/*
+ * SYSLET_SQE_LINK_TIMEOUT: not a call but a time limit of args[0]
+ * nanoseconds (> 0; nr and the other arguments 0, no other flag but
+ * SYSLET_SQE_LINK) on the entry before it, which must link to it and be a
+ * call; else it completes with -EINVAL and limits nothing. The limit counts
+ * from the moment the exec consumed the entries. If the atom has not
+ * completed when the time is up, it is cut short and completes with
+ * -ETIME: an armed atom (SYSLET_SETUP_POLL) is taken off its file's queues
+ * without running, a running one (inline, or blocked after a handoff) is
+ * interrupted as SYSLET_IOC_CANCEL interrupts it (interruptible sleeps
+ * only: a call in an uninterruptible sleep finishes first). The timeout
+ * entry completes with -ETIME if it cut the atom short, 0 if the atom
+ * completed in time, -ECANCELED if the atom failed on its own.
+ */
+#define SYSLET_SQE_LINK_TIMEOUT	(1U << 12)
+#define SYSLET_SQE_VALID_FLAGS	(SYSLET_SQE_LINK | SYSLET_SQE_FWD_MASK | SYSLET_SQE_FWD_HEAD | \
+				 SYSLET_SQE_LINK_TIMEOUT)
 
 /*
  * Completion entry.

@@ -475,6 +475,215 @@ TEST_F(pollable, close_completes_armed_atoms)
 	EXPECT_EQ(1, recv(self->sv[0], self->buf, 1, MSG_DONTWAIT));
 }
 
+/* Queues a linked timeout entry of @ns nanoseconds with @flags; returns it. */
+static struct syslet_sqe *prep_timeout(struct syslet_ring *ring, int64_t ns, unsigned int flags,
+				       uint64_t user_data)
+{
+	struct syslet_sqe *sqe = syslet_get_sqe(ring);
+
+	syslet_prep(sqe, 0, ns, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK_TIMEOUT | flags;
+	sqe->user_data = user_data;
+	return sqe;
+}
+
+/*
+ * A linked timeout on an armed receive: when the time is up the receive is
+ * taken off the socket without running (-ETIME, POLLED | REFUSED), the
+ * timeout entry completes with -ETIME and the entry linked after it is
+ * cancelled; data that arrives later stays in the socket.
+ */
+TEST_F(pollable, linked_timeout_expires_an_armed_atom)
+{
+	struct syslet_cqe cqe[3];
+	struct syslet_sqe *sqe;
+
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep_recv(sqe, self->sv[0], self->buf, sizeof(self->buf), 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe->user_data = 70;
+	prep_timeout(&self->ring, 50000000, SYSLET_SQE_LINK, 71);
+	syslet_prep(syslet_get_sqe(&self->ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
+	ASSERT_EQ(3, syslet_wait(&self->ring, 3, LONG_WAIT));
+	ASSERT_EQ(3, reap(&self->ring, cqe, 3));
+	EXPECT_EQ(70, cqe[0].user_data);
+	EXPECT_EQ(-ETIME, cqe[0].res);
+	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_REFUSED, cqe[0].flags);
+	EXPECT_EQ(71, cqe[1].user_data);
+	EXPECT_EQ(-ETIME, cqe[1].res);
+	EXPECT_EQ(-ECANCELED, cqe[2].res);
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "armed"));
+	ASSERT_EQ(1, write(self->sv[1], "l", 1));
+	EXPECT_EQ(1, recv(self->sv[0], self->buf, 1, MSG_DONTWAIT));
+}
+
+/* An armed receive whose data comes in time runs; its timeout entry completes with 0. */
+TEST_F(pollable, linked_timeout_not_reached)
+{
+	struct syslet_cqe cqe[3];
+	struct syslet_sqe *sqe;
+
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep_recv(sqe, self->sv[0], self->buf, sizeof(self->buf), 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe->user_data = 72;
+	prep_timeout(&self->ring, 20000000000LL, SYSLET_SQE_LINK, 73);
+	syslet_prep(syslet_get_sqe(&self->ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
+	ASSERT_EQ(2, write(self->sv[1], "in", 2));
+	ASSERT_EQ(3, syslet_wait(&self->ring, 3, LONG_WAIT));
+	ASSERT_EQ(3, reap(&self->ring, cqe, 3));
+	EXPECT_EQ(2, cqe[0].res);
+	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe[0].flags);
+	EXPECT_EQ(73, cqe[1].user_data);
+	EXPECT_EQ(0, cqe[1].res);
+	EXPECT_EQ(getppid(), cqe[2].res);
+}
+
+/*
+ * Without the pollable path, a linked timeout cuts short a call blocked in
+ * its exec (a read from an empty pipe, an interruptible sleep): -ETIME for
+ * both, and the exec returns.
+ */
+TEST(linked_timeout_cuts_an_inline_block)
+{
+	struct syslet_ring ring;
+	struct syslet_cqe cqe[2];
+	struct syslet_sqe *sqe;
+	int p[2], ret;
+	char c;
+
+	ret = syslet_queue_init(&ring, 4, 8);
+	if (ret == -ENOENT)
+		SKIP(return, "no syslet device");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep_read(sqe, p[0], &c, 1);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe->user_data = 80;
+	prep_timeout(&ring, 100000000, 0, 81);
+	ASSERT_EQ(2, syslet_submit_n(&ring, 2));
+	ASSERT_EQ(2, reap(&ring, cqe, 2));
+	EXPECT_EQ(-ETIME, cqe[0].res);
+	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe[0].flags);
+	EXPECT_EQ(-ETIME, cqe[1].res);
+	/* The pipe is untouched, and the next atom is not interrupted. */
+	ASSERT_EQ(1, write(p[1], "k", 1));
+	syslet_prep_read(syslet_get_sqe(&ring), p[0], &c, 1);
+	ASSERT_EQ(1, syslet_submit_n(&ring, 1));
+	ASSERT_EQ(1, reap(&ring, cqe, 1));
+	EXPECT_EQ(1, cqe[0].res);
+	close(p[0]);
+	close(p[1]);
+	syslet_queue_exit(&ring);
+}
+
+/*
+ * A linked timeout cuts short a call that blocked after its program was
+ * handed to a spare: the spare resumes the program, the blocked thread's
+ * read ends with -ETIME when the time is up, flagged ASYNC.
+ */
+struct submitter {
+	struct syslet_ring *ring;
+	int ret, handed;
+};
+
+static void *submit_main(void *arg)
+{
+	struct submitter *s = arg;
+
+	s->ret = syslet_submit_cont(s->ring, 2, COOKIE, &s->handed);
+	return NULL;
+}
+
+TEST(linked_timeout_cuts_a_handed_off_block)
+{
+	struct submitter sub = { 0 };
+	struct parked spare = { 0 };
+	struct syslet_ring ring;
+	struct syslet_cqe cqe[2];
+	struct syslet_sqe *sqe;
+	pthread_t st, pt;
+	int p[2], ret;
+	char c;
+
+	ret = syslet_queue_init(&ring, 4, 8);
+	if (ret == -ENOENT)
+		SKIP(return, "no syslet device");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+	spare.ring = &ring;
+	ASSERT_EQ(0, pthread_create(&pt, NULL, park_main, &spare));
+	ASSERT_EQ(0, wait_counter(ring.fd, "spares_parked", 1));
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep_read(sqe, p[0], &c, 1);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe->user_data = 90;
+	prep_timeout(&ring, 300000000, 0, 91);
+	sub.ring = &ring;
+	ASSERT_EQ(0, pthread_create(&st, NULL, submit_main, &sub));
+	/* The spare takes the program over when the read blocks. */
+	ASSERT_EQ(0, join_within(pt, 20));
+	EXPECT_EQ(0, spare.ret);
+	EXPECT_EQ(COOKIE, spare.cookie);
+	/* The blocked thread's exec ends when the time is up. */
+	ASSERT_EQ(0, join_within(st, 20));
+	EXPECT_EQ(2, sub.ret);
+	EXPECT_EQ(1, sub.handed);
+	ASSERT_EQ(2, reap(&ring, cqe, 2));
+	EXPECT_EQ(90, cqe[0].user_data);
+	EXPECT_EQ(-ETIME, cqe[0].res);
+	EXPECT_EQ(SYSLET_CQE_F_ASYNC, cqe[0].flags);
+	EXPECT_EQ(-ETIME, cqe[1].res);
+	EXPECT_EQ(1, syslet_fdinfo_counter(ring.fd, "handoffs"));
+	close(p[0]);
+	close(p[1]);
+	syslet_queue_exit(&ring);
+}
+
+/*
+ * Malformed timeout entries complete with -EINVAL and limit nothing: first
+ * in a batch, after an unlinked call, with a call number, with no time.
+ */
+TEST(malformed_timeout_entries_are_refused)
+{
+	struct syslet_ring ring;
+	struct syslet_cqe cqe[8];
+	struct syslet_sqe *sqe;
+	int ret, n;
+
+	ret = syslet_queue_init(&ring, 8, 16);
+	if (ret == -ENOENT)
+		SKIP(return, "no syslet device");
+	ASSERT_EQ(0, ret);
+	prep_timeout(&ring, 1000, 0, 1);			/* first: limits nothing */
+	syslet_prep(syslet_get_sqe(&ring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+	prep_timeout(&ring, 1000, 0, 2);			/* after an unlinked call */
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	prep_timeout(&ring, 0, 0, 3);				/* no time */
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	prep_timeout(&ring, 1000, 0, 4)->nr = __NR_getpid;	/* a call number */
+	ASSERT_EQ(7, syslet_submit_n(&ring, 7));
+	n = reap(&ring, cqe, 8);
+	ASSERT_EQ(7, n);
+	for (int i = 0; i < n; i++) {
+		if (cqe[i].user_data >= 1 && cqe[i].user_data <= 4) {
+			EXPECT_EQ(-EINVAL, cqe[i].res) TH_LOG("timeout entry %d", (int)cqe[i].user_data);
+			EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[i].flags);
+		} else {
+			EXPECT_EQ(getppid(), cqe[i].res);
+		}
+	}
+	syslet_queue_exit(&ring);
+}
+
 /* A process killed with atoms armed on its sockets: nothing leaks (rmmod at the end checks). */
 static int arm_then_wait_to_die(void)
 {
