@@ -7,7 +7,8 @@
 # then samples/syslet/syslet_bench (ratios against plain system calls,
 # io_uring and threads, measured in the same run), then the application,
 # samples/syslet/syslet_du, over a generated tree (scripts/du-tree.sh),
-# cold and warm, against a thread pool and a plain loop (scripts/guest-du.sh).
+# cold and warm, against a thread pool and a plain loop (scripts/guest-du.sh),
+# and the network sample, samples/syslet/syslet_httpd, at 100 connections.
 
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -17,4 +18,7 @@ prepare_guest release
 image=$("$REPO/scripts/du-tree.sh")
 run_guest "insmod '$REPO/drivers/syslet/syslet.ko' && '$OUT/samples/syslet_demo' && echo &&
 	'$OUT/samples/syslet_bench' && echo &&
-	'$REPO/scripts/guest-du.sh' '$OUT/samples/syslet_du' '$image' && rmmod syslet"
+	'$REPO/scripts/guest-du.sh' '$OUT/samples/syslet_du' '$image' && echo &&
+	echo 'syslet_httpd (the network sample; scripts/bench-net.sh for 1,000 and 10,000 connections):' &&
+	for m in syslet epoll uring; do '$OUT/samples/syslet_httpd' -m \$m -c 100 -r 20; done &&
+	rmmod syslet"
