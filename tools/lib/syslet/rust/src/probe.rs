@@ -18,6 +18,11 @@ pub struct Features {
     /// (`SYSLET_IOC_THREADLET_REGISTER` is not `ENOTTY`); without them [`crate::threadlet::run`]
     /// runs its closure inline.
     pub threadlets: bool,
+    /// The pollable path (`SYSLET_SETUP_POLL`, with result forwarding and linked timeouts), as
+    /// the C library's `syslet_queue_init_flags()` sets it up. This crate's [`crate::Ring`] does
+    /// not use it yet: it hands every buffer back when `run` returns, and an armed atom completes
+    /// later.
+    pub pollable: bool,
 }
 
 /// Asks the kernel what it supports; `Err` (e.g. `NotFound`) when `/dev/syslet` is unusable,
@@ -33,5 +38,6 @@ pub fn probe() -> io::Result<Features> {
         Err(io::ErrorKind::TimedOut)
     );
     let threadlets = ring.threadlets_work();
-    Ok(Features { atoms, park_timeout, threadlets })
+    let pollable = crate::sys::setup_poll_works()?;
+    Ok(Features { atoms, park_timeout, threadlets, pollable })
 }

@@ -148,6 +148,8 @@ pub(crate) const RING_NEED_SPARE: u32 = 1 << 0;
 const MAX_THREADLET_SLOTS: u32 = 64;
 /// `SYSLET_SQE_LINK`.
 pub const SQE_LINK: u32 = 1 << 0;
+/// `SYSLET_SETUP_POLL`: atoms that would wait for a pollable file are armed instead.
+const SETUP_POLL: u32 = 1 << 0;
 
 const IOC_MAGIC: u8 = 0xB9;
 const IOC_SETUP: rustix::ioctl::Opcode = opcode::read_write::<Params>(IOC_MAGIC, 1);
@@ -295,6 +297,20 @@ pub(crate) struct Region {
 unsafe impl Send for Region {}
 // SAFETY: As above.
 unsafe impl Sync for Region {}
+
+/// Whether the kernel accepts `SYSLET_SETUP_POLL` (the pollable path): a setup with it succeeds
+/// rather than failing with `EINVAL`.
+pub(crate) fn setup_poll_works() -> io::Result<bool> {
+    let fd = rustix::fs::open(DEVICE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let mut params = Params { sq_entries: 1, flags: SETUP_POLL, ..Default::default() };
+    // SAFETY: `IOC_SETUP` reads and writes a `struct syslet_params`, which `params` is; the
+    // rings it sets up are never mapped, and go with `fd`.
+    match unsafe { ioctl(&fd, Updater::<IOC_SETUP, Params>::new(&mut params)) } {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
 
 impl Region {
     /// Opens the device and sets up rings of `sq_entries` submissions and `cq_entries`

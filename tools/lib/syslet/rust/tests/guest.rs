@@ -62,6 +62,7 @@ fn check(cond: bool, what: &str) -> Result<(), String> {
 fn probe_finds_features() -> Result<(), String> {
     let f = syslet::probe().map_err(|e| e.to_string())?;
     check(f.atoms, "atoms do not run")?;
+    check(f.pollable, "no pollable path (SYSLET_SETUP_POLL refused)")?;
     check(f.park_timeout, "PARK has no time limit")
 }
 
