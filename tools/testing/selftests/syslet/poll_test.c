@@ -28,19 +28,6 @@
 #define NO_WAIT		0		/* timeout_ns: only look */
 #define LONG_WAIT	20000000000LL	/* 20 s: a hang fails, not a slow guest */
 
-/* Reads every unread completion into @out (at most @max); returns how many. */
-static int reap(struct syslet_ring *ring, struct syslet_cqe *out, int max)
-{
-	struct syslet_cqe *cqe;
-	int n = 0;
-
-	while (n < max && (cqe = syslet_peek_cqe(ring))) {
-		out[n++] = *cqe;
-		syslet_cqe_seen(ring);
-	}
-	return n;
-}
-
 /* Submits one atom receiving up to @len bytes from @fd into @buf. */
 static int submit_recv(struct syslet_ring *ring, int fd, void *buf, size_t len,
 		       uint64_t user_data, unsigned int sqe_flags)
@@ -117,12 +104,12 @@ TEST_F(pollable, recv_on_empty_socket_is_armed_without_a_thread)
 	ASSERT_EQ(1, syslet_submit_cont(&self->ring, 1, COOKIE, &handed));
 	EXPECT_EQ(0, handed);
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
-	EXPECT_EQ(0, reap(&self->ring, cqe, 2)) TH_LOG("an armed atom completed unasked");
+	EXPECT_EQ(0, reap_cqes(&self->ring, cqe, 2)) TH_LOG("an armed atom completed unasked");
 	EXPECT_EQ(-ETIMEDOUT, syslet_wait(&self->ring, 1, NO_WAIT));
 
 	ASSERT_EQ(5, write(self->sv[1], "hello", 5));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 2));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 2));
 	EXPECT_EQ(7, cqe[0].user_data);
 	EXPECT_EQ(5, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe[0].flags);
@@ -148,7 +135,7 @@ TEST_F(pollable, ready_socket_runs_inline)
 
 	ASSERT_EQ(2, write(self->sv[1], "ok", 2));
 	ASSERT_EQ(1, submit_recv(&self->ring, self->sv[0], self->buf, sizeof(self->buf), 1, 0));
-	ASSERT_EQ(1, reap(&self->ring, &cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, &cqe, 1));
 	EXPECT_EQ(2, cqe.res);
 	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe.flags);
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "completed_after_poll"));
@@ -168,9 +155,9 @@ TEST_F(pollable, ring_polls_readable_when_an_armed_atom_is_ready)
 	ASSERT_EQ(1, write(self->sv[1], "x", 1));
 	ASSERT_EQ(1, poll(&pfd, 1, 20000));
 	EXPECT_TRUE(pfd.revents & POLLIN);
-	EXPECT_EQ(0, reap(&self->ring, &cqe, 1)) TH_LOG("ran before anyone asked");
+	EXPECT_EQ(0, reap_cqes(&self->ring, &cqe, 1)) TH_LOG("ran before anyone asked");
 	EXPECT_EQ(0, syslet_submit_n(&self->ring, 0));
-	ASSERT_EQ(1, reap(&self->ring, &cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, &cqe, 1));
 	EXPECT_EQ(3, cqe.user_data);
 	EXPECT_EQ(1, cqe.res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe.flags);
@@ -191,13 +178,13 @@ TEST_F(pollable, woken_but_not_ready_is_armed_again)
 	EXPECT_EQ(2, syslet_fdinfo_counter(self->ring.fd, "armed"));
 	ASSERT_EQ(1, write(self->sv[1], "a", 1));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 3));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(1, cqe[0].res);
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "poll_rearmed"));
 	ASSERT_EQ(1, write(self->sv[1], "b", 1));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe + 1, 2));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe + 1, 2));
 	EXPECT_EQ(1, cqe[1].res);
 	EXPECT_NE(cqe[0].user_data, cqe[1].user_data);
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "armed"));
@@ -221,11 +208,11 @@ TEST_F(pollable, cancel_completes_an_armed_atom_at_once)
 	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
 	sqe->user_data = 11;
 	ASSERT_EQ(2, syslet_submit_n(&self->ring, 2));
-	EXPECT_EQ(0, reap(&self->ring, cqe, 3)) TH_LOG("the linked entry did not wait");
+	EXPECT_EQ(0, reap_cqes(&self->ring, cqe, 3)) TH_LOG("the linked entry did not wait");
 
 	EXPECT_EQ(-ENOENT, syslet_cancel(&self->ring, 99));
 	ASSERT_EQ(0, syslet_cancel(&self->ring, 10));
-	ASSERT_EQ(2, reap(&self->ring, cqe, 3));
+	ASSERT_EQ(2, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(10, cqe[0].user_data);
 	EXPECT_EQ(-ECANCELED, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_REFUSED, cqe[0].flags);
@@ -261,13 +248,13 @@ TEST_F(pollable, linked_entry_waits_for_the_armed_atom)
 	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
 	sqe->user_data = 22;
 	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 4));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 4));
 	EXPECT_EQ(22, cqe[0].user_data);
 	EXPECT_EQ(getppid(), cqe[0].res);
 
 	ASSERT_EQ(4, write(self->sv[1], "ping", 4));
 	ASSERT_EQ(2, syslet_wait(&self->ring, 2, LONG_WAIT));
-	ASSERT_EQ(2, reap(&self->ring, cqe + 1, 3));
+	ASSERT_EQ(2, reap_cqes(&self->ring, cqe + 1, 3));
 	EXPECT_EQ(20, cqe[1].user_data);
 	EXPECT_EQ(4, cqe[1].res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe[1].flags);
@@ -299,13 +286,13 @@ TEST_F(pollable, chain_of_two_armed_atoms)
 	ASSERT_EQ(2, syslet_submit_n(&self->ring, 2));
 	ASSERT_EQ(1, write(self->sv[1], "1", 1));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 2));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 2));
 	EXPECT_EQ(30, cqe[0].user_data);
 	/* The second read of the chain found the socket empty: armed in its turn. */
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
 	ASSERT_EQ(1, write(self->sv[1], "2", 1));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe + 1, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe + 1, 1));
 	EXPECT_EQ(31, cqe[1].user_data);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe[1].flags);
 	EXPECT_EQ('1', a);
@@ -335,7 +322,7 @@ TEST_F(pollable, forwarded_result_of_an_armed_atom)
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
 	ASSERT_EQ(6, write(self->sv[1], "echo!!", 6));
 	ASSERT_EQ(2, syslet_wait(&self->ring, 2, LONG_WAIT));
-	ASSERT_EQ(2, reap(&self->ring, cqe, 2));
+	ASSERT_EQ(2, reap_cqes(&self->ring, cqe, 2));
 	EXPECT_EQ(6, cqe[0].res);
 	EXPECT_EQ(61, cqe[1].user_data);
 	EXPECT_EQ(6, cqe[1].res);
@@ -382,7 +369,7 @@ TEST_F(pollable, pipe_and_eventfd_armed_regular_file_and_nonblocking_not)
 	syslet_prep_recv(sqe, self->sv[0], self->buf, 1, MSG_DONTWAIT);
 	sqe->user_data = 44;
 	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
-	ASSERT_EQ(3, reap(&self->ring, cqe, 3));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(0, cqe[0].res);		/* end of an empty file */
 	EXPECT_EQ(-EAGAIN, cqe[1].res);
 	EXPECT_EQ(-EAGAIN, cqe[2].res);
@@ -390,13 +377,13 @@ TEST_F(pollable, pipe_and_eventfd_armed_regular_file_and_nonblocking_not)
 
 	ASSERT_EQ(sizeof(one), write(efd, &one, sizeof(one)));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 1));
 	EXPECT_EQ(41, cqe[0].user_data);
 	EXPECT_EQ(sizeof(count), cqe[0].res);
 	EXPECT_EQ(1, count);
 	ASSERT_EQ(1, write(p[1], "p", 1));
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, cqe, 1));
 	EXPECT_EQ(40, cqe[0].user_data);
 	EXPECT_EQ(1, cqe[0].res);
 	EXPECT_EQ(2, syslet_fdinfo_counter(self->ring.fd, "completed_after_poll"));
@@ -429,7 +416,7 @@ TEST_F(pollable, write_to_full_pipe_waits_for_room)
 	while (read(p[0], big, sizeof(big)) > 0)
 		;
 	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
-	ASSERT_EQ(1, reap(&self->ring, &cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&self->ring, &cqe, 1));
 	EXPECT_EQ(1, cqe.res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe.flags);
 	close(p[0]);
@@ -464,7 +451,7 @@ TEST_F(pollable, close_completes_armed_atoms)
 		ASSERT_EQ(1, submit_recv(&self->ring, self->sv[0], self->buf, 1, 50 + i, 0));
 	close(self->ring.fd);
 	self->ring.fd = -1;
-	ASSERT_EQ(3, reap(&self->ring, cqe, 4));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 4));
 	for (i = 0; i < 3; i++) {
 		EXPECT_EQ(50 + i, cqe[i].user_data);
 		EXPECT_EQ(-ECANCELED, cqe[i].res);
@@ -507,7 +494,7 @@ TEST_F(pollable, linked_timeout_expires_an_armed_atom)
 	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
 	ASSERT_EQ(3, syslet_wait(&self->ring, 3, LONG_WAIT));
-	ASSERT_EQ(3, reap(&self->ring, cqe, 3));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(70, cqe[0].user_data);
 	EXPECT_EQ(-ETIME, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_REFUSED, cqe[0].flags);
@@ -534,7 +521,7 @@ TEST_F(pollable, linked_timeout_not_reached)
 	ASSERT_EQ(3, syslet_submit_n(&self->ring, 3));
 	ASSERT_EQ(2, write(self->sv[1], "in", 2));
 	ASSERT_EQ(3, syslet_wait(&self->ring, 3, LONG_WAIT));
-	ASSERT_EQ(3, reap(&self->ring, cqe, 3));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(2, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe[0].flags);
 	EXPECT_EQ(73, cqe[1].user_data);
@@ -566,7 +553,7 @@ TEST(linked_timeout_cuts_an_inline_block)
 	sqe->user_data = 80;
 	prep_timeout(&ring, 100000000, 0, 81);
 	ASSERT_EQ(2, syslet_submit_n(&ring, 2));
-	ASSERT_EQ(2, reap(&ring, cqe, 2));
+	ASSERT_EQ(2, reap_cqes(&ring, cqe, 2));
 	EXPECT_EQ(-ETIME, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe[0].flags);
 	EXPECT_EQ(-ETIME, cqe[1].res);
@@ -574,7 +561,7 @@ TEST(linked_timeout_cuts_an_inline_block)
 	ASSERT_EQ(1, write(p[1], "k", 1));
 	syslet_prep_read(syslet_get_sqe(&ring), p[0], &c, 1);
 	ASSERT_EQ(1, syslet_submit_n(&ring, 1));
-	ASSERT_EQ(1, reap(&ring, cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&ring, cqe, 1));
 	EXPECT_EQ(1, cqe[0].res);
 	close(p[0]);
 	close(p[1]);
@@ -633,7 +620,7 @@ TEST(linked_timeout_cuts_a_handed_off_block)
 	ASSERT_EQ(0, join_within(st, 20));
 	EXPECT_EQ(2, sub.ret);
 	EXPECT_EQ(1, sub.handed);
-	ASSERT_EQ(2, reap(&ring, cqe, 2));
+	ASSERT_EQ(2, reap_cqes(&ring, cqe, 2));
 	EXPECT_EQ(90, cqe[0].user_data);
 	EXPECT_EQ(-ETIME, cqe[0].res);
 	EXPECT_EQ(SYSLET_CQE_F_ASYNC, cqe[0].flags);
@@ -671,7 +658,7 @@ TEST(malformed_timeout_entries_are_refused)
 	sqe->flags = SYSLET_SQE_LINK;
 	prep_timeout(&ring, 1000, 0, 4)->nr = __NR_getpid;	/* a call number */
 	ASSERT_EQ(7, syslet_submit_n(&ring, 7));
-	n = reap(&ring, cqe, 8);
+	n = reap_cqes(&ring, cqe, 8);
 	ASSERT_EQ(7, n);
 	for (int i = 0; i < n; i++) {
 		if (cqe[i].user_data >= 1 && cqe[i].user_data <= 4) {
@@ -798,7 +785,7 @@ TEST(thousand_sockets_armed_complete_once)
  * arguments it will run with: a filter refusing receives on one descriptor
  * refuses that atom at once (never armed) and lets the other be armed.
  */
-TEST(seccomp_judges_an_atom_before_it_is_armed)
+static int judged_before_armed(void)
 {
 	struct sock_filter filter[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -807,52 +794,47 @@ TEST(seccomp_judges_an_atom_before_it_is_armed)
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_recvfrom, 0, 3),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0 /* patched: the refused fd */, 0, 1),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0 /* the refused fd, below */, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
-	int status;
-	pid_t pid;
+	struct syslet_ring ring;
+	struct syslet_cqe cqe;
+	int refused[2], allowed[2];
+	char buf[4];
 
+	if (syslet_queue_init_flags(&ring, 4, 8, SYSLET_SETUP_POLL) ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, refused) ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, allowed))
+		return 10;
+	filter[6].k = refused[0];
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+		return 11;
+	syslet_prep_recv(syslet_get_sqe(&ring), refused[0], buf, 1, 0);
+	syslet_prep_recv(syslet_get_sqe(&ring), allowed[0], buf, 1, 0);
+	if (syslet_submit_n(&ring, 2) != 2)
+		return 12;
+	if (reap_cqes(&ring, &cqe, 1) != 1)
+		return 13;
+	if (cqe.res != -EACCES || cqe.flags != SYSLET_CQE_F_REFUSED)
+		return 14;
+	if (syslet_fdinfo_counter(ring.fd, "armed") != 1)
+		return 15;
+	if (write(allowed[1], "y", 1) != 1 || syslet_wait(&ring, 1, LONG_WAIT) != 1)
+		return 16;
+	if (reap_cqes(&ring, &cqe, 1) != 1 || cqe.res != 1 ||
+	    cqe.flags != (SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE))
+		return 17;
+	return 0;
+}
+
+TEST(seccomp_judges_an_atom_before_it_is_armed)
+{
 	if (access(SYSLET_DEVICE, R_OK | W_OK))
 		SKIP(return, "no syslet device");
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (pid == 0) {
-		struct syslet_ring ring;
-		struct syslet_cqe cqe;
-		int refused[2], allowed[2];
-		char buf[4];
-
-		if (syslet_queue_init_flags(&ring, 4, 8, SYSLET_SETUP_POLL) ||
-		    socketpair(AF_UNIX, SOCK_STREAM, 0, refused) ||
-		    socketpair(AF_UNIX, SOCK_STREAM, 0, allowed))
-			_exit(10);
-		filter[6].k = refused[0];
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-		    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
-			_exit(11);
-		syslet_prep_recv(syslet_get_sqe(&ring), refused[0], buf, 1, 0);
-		syslet_prep_recv(syslet_get_sqe(&ring), allowed[0], buf, 1, 0);
-		if (syslet_submit_n(&ring, 2) != 2)
-			_exit(12);
-		if (reap(&ring, &cqe, 1) != 1)
-			_exit(13);
-		if (cqe.res != -EACCES || cqe.flags != SYSLET_CQE_F_REFUSED)
-			_exit(14);
-		if (syslet_fdinfo_counter(ring.fd, "armed") != 1)
-			_exit(15);
-		if (write(allowed[1], "y", 1) != 1 || syslet_wait(&ring, 1, LONG_WAIT) != 1)
-			_exit(16);
-		if (reap(&ring, &cqe, 1) != 1 || cqe.res != 1 ||
-		    cqe.flags != (SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE))
-			_exit(17);
-		_exit(0);
-	}
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	ASSERT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
+	EXPECT_EQ(0, run_in_child(judged_before_armed));
 }
 
 /*
@@ -861,43 +843,38 @@ TEST(seccomp_judges_an_atom_before_it_is_armed)
  * allow it, even) means the atom does not run: -EPERM, REFUSED. The data
  * stays in the socket.
  */
+static int refused_after_confinement_changed(void)
+{
+	struct syslet_ring ring;
+	struct syslet_cqe cqe;
+	int sv[2];
+	char buf[4];
+
+	if (syslet_queue_init_flags(&ring, 4, 8, SYSLET_SETUP_POLL) ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		return 10;
+	syslet_prep_recv(syslet_get_sqe(&ring), sv[0], buf, 1, 0);
+	if (syslet_submit_n(&ring, 1) != 1 || syslet_fdinfo_counter(ring.fd, "armed") != 1)
+		return 11;
+	/* Refuses getpid only: the receive itself would pass. */
+	if (install_filter(__NR_getpid, SECCOMP_RET_ERRNO | EACCES))
+		return 12;
+	if (write(sv[1], "y", 1) != 1 || syslet_wait(&ring, 1, LONG_WAIT) != 1)
+		return 13;
+	if (reap_cqes(&ring, &cqe, 1) != 1)
+		return 14;
+	if (cqe.res != -EPERM || cqe.flags != (SYSLET_CQE_F_POLLED | SYSLET_CQE_F_REFUSED))
+		return 15;
+	if (recv(sv[0], buf, 1, MSG_DONTWAIT) != 1)
+		return 16;
+	return 0;
+}
+
 TEST(armed_atom_refused_after_the_confinement_changed)
 {
-	int status;
-	pid_t pid;
-
 	if (access(SYSLET_DEVICE, R_OK | W_OK))
 		SKIP(return, "no syslet device");
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (pid == 0) {
-		struct syslet_ring ring;
-		struct syslet_cqe cqe;
-		int sv[2];
-		char buf[4];
-
-		if (syslet_queue_init_flags(&ring, 4, 8, SYSLET_SETUP_POLL) ||
-		    socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-			_exit(10);
-		syslet_prep_recv(syslet_get_sqe(&ring), sv[0], buf, 1, 0);
-		if (syslet_submit_n(&ring, 1) != 1 || syslet_fdinfo_counter(ring.fd, "armed") != 1)
-			_exit(11);
-		/* Refuses getpid only: the receive itself would pass. */
-		if (install_filter(__NR_getpid, SECCOMP_RET_ERRNO | EACCES))
-			_exit(12);
-		if (write(sv[1], "y", 1) != 1 || syslet_wait(&ring, 1, LONG_WAIT) != 1)
-			_exit(13);
-		if (reap(&ring, &cqe, 1) != 1)
-			_exit(14);
-		if (cqe.res != -EPERM || cqe.flags != (SYSLET_CQE_F_POLLED | SYSLET_CQE_F_REFUSED))
-			_exit(15);
-		if (recv(sv[0], buf, 1, MSG_DONTWAIT) != 1)
-			_exit(16);
-		_exit(0);
-	}
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	ASSERT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
+	EXPECT_EQ(0, run_in_child(refused_after_confinement_changed));
 }
 
 /*
@@ -923,7 +900,7 @@ TEST(pollable_path_is_opt_in)
 	syslet_prep_recv(syslet_get_sqe(&ring), sv[0], &c, 1, 0);
 	ASSERT_EQ(1, syslet_submit_n(&ring, 1));
 	/* The exec returned with the completion posted: it waited in the call. */
-	ASSERT_EQ(1, reap(&ring, &cqe, 1));
+	ASSERT_EQ(1, reap_cqes(&ring, &cqe, 1));
 	EXPECT_EQ(1, cqe.res);
 	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe.flags);
 	EXPECT_EQ('n', c);

@@ -869,19 +869,6 @@ TEST_F(ring, prep_helpers_run_the_calls_they_name)
 	rmdir(dir);
 }
 
-/* Reads every unread completion into @out (at most @max); returns how many. */
-static int reap_all(struct syslet_ring *ring, struct syslet_cqe *out, int max)
-{
-	struct syslet_cqe *cqe;
-	int n = 0;
-
-	while (n < max && (cqe = syslet_peek_cqe(ring))) {
-		out[n++] = *cqe;
-		syslet_cqe_seen(ring);
-	}
-	return n;
-}
-
 /*
  * Queues openat(@path), read(fd <- openat's result) and close(fd <- the
  * chain's first result) as one chain, and runs it in one exec.
@@ -920,7 +907,7 @@ TEST_F(ring, forwarding_open_read_close_in_one_exec)
 	ASSERT_EQ(9, write(fd, "forwarded", 9));
 	close(fd);
 	ASSERT_EQ(3, submit_open_read_close(&self->ring, path, buf, sizeof(buf)));
-	ASSERT_EQ(3, reap_all(&self->ring, cqe, 3));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 3));
 	ASSERT_LE(0, cqe[0].res) TH_LOG("openat: %lld", (long long)cqe[0].res);
 	EXPECT_EQ(9, cqe[1].res);
 	EXPECT_EQ(0, cqe[2].res);
@@ -932,7 +919,7 @@ TEST_F(ring, forwarding_open_read_close_in_one_exec)
 	/* A failed openat cancels the rest of the chain: nothing runs on a forwarded error. */
 	unlink(path);
 	ASSERT_EQ(3, submit_open_read_close(&self->ring, path, buf, sizeof(buf)));
-	ASSERT_EQ(3, reap_all(&self->ring, cqe, 3));
+	ASSERT_EQ(3, reap_cqes(&self->ring, cqe, 3));
 	EXPECT_EQ(-ENOENT, cqe[0].res);
 	EXPECT_EQ(-ECANCELED, cqe[1].res);
 	EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[1].flags);
@@ -963,7 +950,7 @@ TEST_F(ring, forwarding_bad_requests_are_refused)
 		}
 		sqe->flags = bad[i];
 		ASSERT_LE(1, syslet_submit(&self->ring));
-		while (reap_all(&self->ring, cqe, 1) == 1 && cqe[0].res >= 0)
+		while (reap_cqes(&self->ring, cqe, 1) == 1 && cqe[0].res >= 0)
 			;
 		EXPECT_EQ(-EINVAL, cqe[0].res) TH_LOG("flags 0x%x", bad[i]);
 		EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[0].flags);
@@ -976,7 +963,7 @@ TEST_F(ring, forwarding_bad_requests_are_refused)
 	syslet_prep(sqe, __NR_getpid, 0, 0, 0, 0, 0, 0);
 	sqe->flags = SYSLET_SQE_FWD_HEAD;
 	ASSERT_EQ(2, syslet_submit(&self->ring));
-	ASSERT_EQ(2, reap_all(&self->ring, cqe, 2));
+	ASSERT_EQ(2, reap_cqes(&self->ring, cqe, 2));
 	EXPECT_EQ(getpid(), cqe[0].res);
 	EXPECT_EQ(-EINVAL, cqe[1].res);
 }
@@ -986,60 +973,53 @@ TEST_F(ring, forwarding_bad_requests_are_refused)
  * refuses kill() aimed at the parent refuses kill(<getppid's result>, 0),
  * though the entry as submitted named pid 0, which it allows.
  */
+static int forwarded_value_judged(void)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_kill, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, getppid(), 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
+	struct syslet_ring ring;
+	struct syslet_cqe cqe[2];
+	struct syslet_sqe *sqe;
+
+	if (syslet_queue_init(&ring, 4, 0))
+		return 10;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+		return 11;
+	/* Unforwarded, kill(0, 0) is allowed and succeeds. */
+	syslet_prep(syslet_get_sqe(&ring), __NR_kill, 0, 0, 0, 0, 0, 0);
+	if (syslet_submit_n(&ring, 1) != 1 || reap_cqes(&ring, cqe, 1) != 1 || cqe[0].res)
+		return 12;
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep(sqe, __NR_kill, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_FWD_ARG(0);
+	if (syslet_submit_n(&ring, 2) != 2 || reap_cqes(&ring, cqe, 2) != 2)
+		return 13;
+	if (cqe[0].res != getppid())
+		return 14;
+	if (cqe[1].res != -EACCES || cqe[1].flags != SYSLET_CQE_F_REFUSED)
+		return 15;
+	return 0;
+}
+
 TEST(forwarding_seccomp_sees_the_substituted_value)
 {
-	int status;
-	pid_t pid;
-
 	if (access(SYSLET_DEVICE, R_OK | W_OK))
 		SKIP(return, "no syslet device");
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (pid == 0) {
-		struct sock_filter filter[] = {
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_kill, 0, 3),
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, getppid(), 0, 1),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		};
-		struct sock_fprog prog = {
-			.len = sizeof(filter) / sizeof(filter[0]), .filter = filter,
-		};
-		struct syslet_ring ring;
-		struct syslet_cqe cqe[2];
-		struct syslet_sqe *sqe;
-
-		if (syslet_queue_init(&ring, 4, 0))
-			_exit(10);
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-		    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
-			_exit(11);
-		/* Unforwarded, kill(0, 0) is allowed and succeeds. */
-		syslet_prep(syslet_get_sqe(&ring), __NR_kill, 0, 0, 0, 0, 0, 0);
-		if (syslet_submit_n(&ring, 1) != 1 || reap_all(&ring, cqe, 1) != 1 || cqe[0].res)
-			_exit(12);
-		sqe = syslet_get_sqe(&ring);
-		syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
-		sqe->flags = SYSLET_SQE_LINK;
-		sqe = syslet_get_sqe(&ring);
-		syslet_prep(sqe, __NR_kill, 0, 0, 0, 0, 0, 0);
-		sqe->flags = SYSLET_SQE_FWD_ARG(0);
-		if (syslet_submit_n(&ring, 2) != 2 || reap_all(&ring, cqe, 2) != 2)
-			_exit(13);
-		if (cqe[0].res != getppid())
-			_exit(14);
-		if (cqe[1].res != -EACCES || cqe[1].flags != SYSLET_CQE_F_REFUSED)
-			_exit(15);
-		_exit(0);
-	}
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	ASSERT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("child step %d failed", WEXITSTATUS(status));
+	EXPECT_EQ(0, run_in_child(forwarded_value_judged));
 }
 
 TEST_HARNESS_MAIN

@@ -236,4 +236,36 @@ static inline int kill_9_in_flight(int (*setup)(void), int *status)
 	return ret;
 }
 
+/* Reads every unread completion of @ring into @out (at most @max); returns how many. */
+static inline int reap_cqes(struct syslet_ring *ring, struct syslet_cqe *out, int max)
+{
+	struct syslet_cqe *cqe;
+	int n = 0;
+
+	while (n < max && (cqe = syslet_peek_cqe(ring))) {
+		out[n++] = *cqe;
+		syslet_cqe_seen(ring);
+	}
+	return n;
+}
+
+/*
+ * Runs @body in a child process (for what must not touch the test process:
+ * seccomp filters, changed credentials) and returns its exit status: 0 when
+ * every step passed, else the step that failed; -1 if it did not exit.
+ */
+static inline int run_in_child(int (*body)(void))
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0)
+		_exit(body());
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
 #endif /* SYSLET_SELFTEST_UTIL_H */
