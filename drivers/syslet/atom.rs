@@ -68,7 +68,7 @@ impl Outcome {
 /// the thread keyring, which keyctl, add_key and request_key reach), namespaces, signal mask,
 /// seccomp, prctl, personality, robust futexes, rseq, scheduling and I/O priority, memory
 /// policy, protection keys (PKRU), ptrace (the tracer is a thread), TLS.
-fn acts_on_own_thread(nr: u32) -> bool {
+pub(crate) fn acts_on_own_thread(nr: u32) -> bool {
     matches!(
         nr,
         bindings::__NR_setuid

@@ -267,9 +267,12 @@ impl Context {
             return Err(EINVAL);
         }
         let rings = self.rings()?;
-        // A traced or audited thread runs no atom (see `exec`): it does not wait for them either.
-        let may_run = !syscall::current_syscalls_watched();
-        let work = || may_run && self.polled().is_some_and(Polled::has_ready_here);
+        // A traced or audited thread runs no atom (see `exec`), so it does not wake for them
+        // either; asked each time, since tracing may start during the wait.
+        let work = || {
+            self.polled().is_some_and(Polled::has_ready_here)
+                && !syscall::current_syscalls_watched()
+        };
         match rings.wait(args.min_complete, args.timeout_ns, work, || {
             exec::run_ready(self, rings)
         }) {

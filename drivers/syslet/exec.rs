@@ -132,18 +132,29 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
         None => None,
     };
 
-    let count = rings.claim(batch).map_err(|err| match err {
-        ClaimError::Corrupt => EINVAL,
-        ClaimError::CqFull => EBUSY,
-    })?;
+    // Ready atoms first: they complete into slots they hold already, and a full completion
+    // ring (`EBUSY` below) must not keep them from running.
+    let mut run = Batch::new(ctx, rings, cont.as_ref());
+    run.run_ready();
+    let count = match rings.claim(batch) {
+        Ok(count) => count,
+        // The program went on on a spare while a ready atom blocked: the return value must say
+        // so, whatever else fails.
+        Err(_) if run.handed => 0,
+        Err(err) => {
+            run.finish();
+            return Err(match err {
+                ClaimError::Corrupt => EINVAL,
+                ClaimError::CqFull => EBUSY,
+            });
+        }
+    };
     ctx.stats.submitted.fetch_add(u64::from(count), Relaxed);
     if count > 0 {
         Stats::inc(&ctx.stats.execs);
     }
     args.submitted = count;
     let batch = &batch[..count as usize];
-    let mut run = Batch::new(ctx, rings, cont.as_ref());
-    run.run_ready();
     run.run_entries(batch, None, ChainState::default());
     let handed = run.finish();
     let mut ret = count as isize;
@@ -302,7 +313,15 @@ impl<'a> Batch<'a> {
         let Some(polled) = self.ctx.polled() else {
             return;
         };
-        while !self.interrupted {
+        // Each pass takes an atom out; one armed again may be woken again at once by a reader
+        // that keeps winning the race for its data. A bound on the passes, and a signal, end the
+        // loop: what is left runs in the next call.
+        let mut budget = self.rings.layout().cq_entries;
+        while !self.interrupted && budget > 0 {
+            budget -= 1;
+            if syscall::signal_pending_current() {
+                break;
+            }
             let Some(ready) = polled.take_ready(&self.ctx.stats) else {
                 break;
             };
@@ -468,6 +487,10 @@ impl<'a> Batch<'a> {
                             // Woken, but another reader (or writer) was first.
                             Stats::inc(&self.ctx.stats.poll_rearmed);
                         }
+                        return None;
+                    }
+                    Arming::Cancelled(armed) => {
+                        complete_unrun(self.ctx, self.rings, &armed.entries, ECANCELED);
                         return None;
                     }
                     Arming::Run(call) => call,

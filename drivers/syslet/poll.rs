@@ -69,7 +69,10 @@ use kernel::{
 };
 
 use crate::{
-    atom::ChainResults,
+    atom::{
+        self,
+        ChainResults, //
+    },
     defs::{
         Sqe,
         SQE_LINK, //
@@ -280,8 +283,11 @@ pub(crate) enum Arming {
     /// The atom waits; its chain's entries went with it.
     Armed,
     /// The atom should run now: its file is ready, cannot be waited for, the context is closing,
-    /// or arming failed.
+    /// a call linked after it acts on the submitting thread, or arming failed.
     Run(CheckedSyscall),
+    /// The owner closed the context while the atom was being armed: it was taken off its file
+    /// again, to be completed with `-ECANCELED` as close completes every armed atom.
+    Cancelled(Disarmed),
 }
 
 /// The armed atoms of a context, by slot. Protected by [`Polled::inner`].
@@ -340,6 +346,11 @@ impl Polled {
         events: u32,
     ) -> Arming {
         let sqe = atom.sqe;
+        // The entries linked after an armed atom run on whichever thread of the owner runs it:
+        // none may act on the submitting thread's own state.
+        if atom.linked.iter().any(|e| atom::acts_on_own_thread(e.nr)) {
+            return Arming::Run(call);
+        }
         let Ok(file) = LocalFile::fget(sqe.args[0] as u32) else {
             // The call itself reports the bad descriptor.
             return Arming::Run(call);
@@ -369,8 +380,14 @@ impl Polled {
         match self.new_armed(slot, atom, call, file, events) {
             Ok(armed) => {
                 trace::arm(ctx, sqe, events);
-                stats.armed.fetch_add(1, Relaxed);
                 let mut inner = self.inner.lock();
+                if inner.closed {
+                    // A close ran between the slot's allocation and now, and did not see this
+                    // atom: it is cancelled here instead.
+                    drop(inner);
+                    return Arming::Cancelled(self.release(slot, armed));
+                }
+                stats.armed.fetch_add(1, Relaxed);
                 // INVARIANT: Into its slot; the bit is set only by this atom's wakeup. A wakeup
                 // that marked the slot before the atom was in it is found by the next look at
                 // the bits.

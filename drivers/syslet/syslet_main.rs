@@ -38,7 +38,8 @@ use kernel::{
         MiscDevice,
         MiscDeviceOptions,
         MiscDeviceRegistration,
-        OwnedFileOperations, //
+        OwnedFileOperations,
+        ScmRefusal, //
     },
     mm::virt::VmaNew,
     preempt_notifier,
@@ -85,6 +86,9 @@ struct SysletModule {
     /// Preempt notifiers stay enabled while the module is loaded. `CONFIG_SYSLET_HOOKS` starts
     /// them enabled at boot, so this only counts a user: no kernel text is patched at load.
     _notifiers: preempt_notifier::Enabled,
+    /// A context pins the files its armed atoms wait for: sent over one of those sockets in
+    /// `SCM_RIGHTS` it would make a reference loop nothing frees, so it may not be sent.
+    _scm: ScmRefusal,
 }
 
 impl kernel::InPlaceModule for SysletModule {
@@ -92,6 +96,7 @@ impl kernel::InPlaceModule for SysletModule {
         let options = MiscDeviceOptions { name: c"syslet" };
         try_pin_init!(Self {
             _notifiers: preempt_notifier::Enabled::new(),
+            _scm: FOPS.refuse_scm_rights(),
             _miscdev <- MiscDeviceRegistration::register_owned(options, &FOPS),
         })
     }

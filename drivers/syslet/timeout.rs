@@ -65,11 +65,15 @@ pub(crate) fn is_timeout(sqe: &Sqe) -> bool {
     sqe.flags & SQE_LINK_TIMEOUT != 0
 }
 
-/// Returns whether `sqe` is a well-formed timeout entry: no call (`nr` 0), a positive limit in
-/// `args[0]`, every other argument 0, no flag but `SYSLET_SQE_LINK`.
+/// The longest time limit, in nanoseconds (146 years): added to the monotonic clock it cannot
+/// overflow.
+const MAX_TIMEOUT_NS: u64 = 1 << 62;
+
+/// Returns whether `sqe` is a well-formed timeout entry: no call (`nr` 0), a limit in `args[0]`
+/// from 1 to `MAX_TIMEOUT_NS`, every other argument 0, no flag but `SYSLET_SQE_LINK`.
 pub(crate) fn is_valid_timeout(sqe: &Sqe) -> bool {
     sqe.nr == 0
-        && (sqe.args[0] as i64) > 0
+        && (1..=MAX_TIMEOUT_NS).contains(&sqe.args[0])
         && sqe.args[1..].iter().all(|&a| a == 0)
         && sqe.flags & !(SQE_LINK_TIMEOUT | SQE_LINK) == 0
 }
@@ -127,6 +131,11 @@ impl AtomDeadline {
             fired
         };
         let ret = self.start_scoped(left, || f(&expired));
+        // The timer is stopped. If it fired after the call's last look at notifications, its
+        // `TIF_NOTIFY_SIGNAL` is still set: cleared here, or it would cut the next call short.
+        if self.fired.load(Acquire) {
+            kernel::syscall::run_notified_task_work();
+        }
         (ret, cut.get())
     }
 }

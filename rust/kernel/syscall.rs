@@ -222,6 +222,7 @@ impl CheckedSyscall {
         Ok(DeferredSyscall {
             call: self.call,
             confinement: Confinement::of(&task),
+            resources: resources_of(&task),
             task,
         })
     }
@@ -242,6 +243,9 @@ impl CheckedSyscall {
 pub struct DeferredSyscall {
     call: Syscall,
     confinement: Confinement,
+    /// The submitter's descriptor table and filesystem context (root, cwd, umask), by identity:
+    /// the call names descriptors and paths as they resolve there.
+    resources: (usize, usize),
     task: ARef<Task>,
 }
 
@@ -265,10 +269,14 @@ impl DeferredSyscall {
         Confinement::of(&self.task) == self.confinement
     }
 
-    /// Returns whether the current task may run the call: the verdict stands and the current task
-    /// is confined as the submitter was.
+    /// Returns whether the current task may run the call: the verdict stands, the current task
+    /// is confined as the submitter was, and shares its descriptor table and filesystem context
+    /// (a thread that unshared them would find other files under the same numbers and paths).
     pub fn runnable_here(&self) -> bool {
-        self.verdict_stands() && Confinement::of(crate::current!()) == self.confinement
+        let current = crate::current!();
+        self.verdict_stands()
+            && Confinement::of(current) == self.confinement
+            && resources_of(current) == self.resources
     }
 
     /// Takes the call back to run it on the current task, if [`DeferredSyscall::runnable_here`].
@@ -326,6 +334,18 @@ pub fn restore_saved_sigmask() {
 /// would stop seeing the program, or start seeing it unasked.
 pub fn same_confinement(a: &Task, b: &Task) -> bool {
     Confinement::of(a) == Confinement::of(b)
+}
+
+/// The identity of `task`'s descriptor table and filesystem context.
+fn resources_of(task: &Task) -> (usize, usize) {
+    let p = task.as_ptr();
+    // SAFETY: `p` is a valid task; each pointer is read once, racily, and only compared.
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*p).files) as usize,
+            core::ptr::read_volatile(&raw const (*p).fs) as usize,
+        )
+    }
 }
 
 /// What decides how a task is confined: its credentials, seccomp mode and filter and

@@ -86,10 +86,11 @@ struct syslet_sqe {
 #define SYSLET_SQE_FWD_HEAD	(1U << 11)
 /*
  * SYSLET_SQE_LINK_TIMEOUT: not a call but a time limit of args[0]
- * nanoseconds (> 0; nr and the other arguments 0, no other flag but
+ * nanoseconds (1..2^62; nr and the other arguments 0, no other flag but
  * SYSLET_SQE_LINK) on the entry before it, which must link to it and be a
  * call; else it completes with -EINVAL and limits nothing. The limit counts
- * from the moment the exec consumed the entries. If the atom has not
+ * from the moment the atom is reached (its exec runs or arms it, after the
+ * entries before it), as io_uring's LINK_TIMEOUT does. If the atom has not
  * completed when the time is up, it is cut short and completes with
  * -ETIME: an armed atom (SYSLET_SETUP_POLL) is taken off its file's queues
  * without running, a running one (inline, or blocked after a handoff) is

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -439,6 +440,93 @@ TEST_F(pollable, armed_atoms_are_bounded_by_the_completion_ring)
 }
 
 /*
+ * A full completion ring does not keep ready atoms waiting: an exec that
+ * fails with EBUSY (its new submission has no slot) still runs the armed
+ * atom whose data arrived, before it gives up.
+ */
+TEST_F(pollable, ready_atoms_run_when_the_completion_ring_is_full)
+{
+	struct syslet_cqe cqe;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		ASSERT_EQ(1, submit_recv(&self->ring, self->sv[0], self->buf, 1, i, 0));
+	ASSERT_EQ(1, write(self->sv[1], "f", 1));
+	EXPECT_EQ(-EBUSY, submit_recv(&self->ring, self->sv[0], self->buf, 1, 16, 0));
+	ASSERT_EQ(1, reap_cqes(&self->ring, &cqe, 1)) TH_LOG("the ready atom did not run");
+	EXPECT_EQ(1, cqe.res);
+	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe.flags);
+	EXPECT_EQ(15, syslet_fdinfo_counter(self->ring.fd, "armed"));
+}
+
+/*
+ * A chain with a call that acts on the submitting thread (here
+ * rt_sigprocmask) is never armed: its entries would run on whichever thread
+ * runs the armed atom. The receive blocks its exec as without the pollable
+ * path, and the chain runs on the submitter.
+ */
+TEST_F(pollable, chain_with_a_thread_scoped_call_is_not_armed)
+{
+	struct syslet_cqe cqe[2];
+	struct late_write late;
+	struct syslet_sqe *sqe;
+	sigset_t none;
+
+	sigemptyset(&none);
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep_recv(sqe, self->sv[0], self->buf, 1, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	sqe = syslet_get_sqe(&self->ring);
+	syslet_prep(sqe, __NR_rt_sigprocmask, SIG_BLOCK, (uintptr_t)&none, 0, 8, 0, 0);
+	ASSERT_EQ(0, start_late_write(&late, self->sv[1], 200, "t"));
+	ASSERT_EQ(2, syslet_submit_n(&self->ring, 2));
+	pthread_join(late.thread, NULL);
+	ASSERT_EQ(2, reap_cqes(&self->ring, cqe, 2)) TH_LOG("the chain was armed");
+	EXPECT_EQ(1, cqe[0].res);
+	EXPECT_EQ(SYSLET_CQE_F_INLINE, cqe[0].flags);
+	EXPECT_EQ(0, cqe[1].res);
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "completed_after_poll"));
+}
+
+/*
+ * A context may not travel in SCM_RIGHTS (it pins the files its atoms wait
+ * for: over one of its own sockets it would make a loop nothing frees); a
+ * pipe may.
+ */
+static int send_fd(int sock, int fd)
+{
+	char data = 'x';
+	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	return sendmsg(sock, &msg, 0) < 0 ? -errno : 0;
+}
+
+TEST_F(pollable, context_cannot_be_sent_in_scm_rights)
+{
+	int p[2];
+
+	ASSERT_EQ(1, submit_recv(&self->ring, self->sv[0], self->buf, 1, 1, 0));
+	EXPECT_EQ(-EINVAL, send_fd(self->sv[1], self->ring.fd));
+	ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+	EXPECT_EQ(0, send_fd(self->sv[1], p[0]));
+	close(p[0]);
+	close(p[1]);
+}
+
+/*
  * Closing the context with armed atoms completes each of them with
  * -ECANCELED in the still-mapped ring, and unhooks them from the socket.
  */
@@ -633,12 +721,13 @@ TEST(linked_timeout_cuts_a_handed_off_block)
 
 /*
  * Malformed timeout entries complete with -EINVAL and limit nothing: first
- * in a batch, after an unlinked call, with a call number, with no time.
+ * in a batch, after an unlinked call, with a call number, with no time, with
+ * more than 2^62 ns.
  */
 TEST(malformed_timeout_entries_are_refused)
 {
 	struct syslet_ring ring;
-	struct syslet_cqe cqe[8];
+	struct syslet_cqe cqe[10];
 	struct syslet_sqe *sqe;
 	int ret, n;
 
@@ -660,8 +749,16 @@ TEST(malformed_timeout_entries_are_refused)
 	ASSERT_EQ(7, syslet_submit_n(&ring, 7));
 	n = reap_cqes(&ring, cqe, 8);
 	ASSERT_EQ(7, n);
+	/* Past 2^62 ns: a deadline that would overflow the clock. */
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+	sqe->flags = SYSLET_SQE_LINK;
+	prep_timeout(&ring, INT64_MAX, 0, 5);
+	ASSERT_EQ(2, syslet_submit_n(&ring, 2));
+	ASSERT_EQ(2, reap_cqes(&ring, cqe + n, 2));
+	n += 2;
 	for (int i = 0; i < n; i++) {
-		if (cqe[i].user_data >= 1 && cqe[i].user_data <= 4) {
+		if (cqe[i].user_data >= 1 && cqe[i].user_data <= 5) {
 			EXPECT_EQ(-EINVAL, cqe[i].res) TH_LOG("timeout entry %d", (int)cqe[i].user_data);
 			EXPECT_EQ(SYSLET_CQE_F_REFUSED, cqe[i].flags);
 		} else {
