@@ -37,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +73,12 @@ static uint64_t pick(uint64_t n)
 static struct syslet_ring ring;
 static volatile int ring_fd = -1;
 static int pipe_fds[2];
+/*
+ * A blocking socket pair: atoms on sock_fds[0] are armed in a context set
+ * up with SYSLET_SETUP_POLL, and block in the others until a spare thread
+ * writes to sock_fds[1] (or drains it, for a blocked send).
+ */
+static int sock_fds[2];
 static char scratch[2][4096];
 static volatile int stop;
 
@@ -84,7 +91,7 @@ static uint64_t random_arg(void)
 	case 2: return (uint64_t)-1 - pick(4);
 	case 3: return (uintptr_t)scratch[pick(2)];
 	case 4: return (uintptr_t)scratch[0] + pick(8192);
-	case 5: return pipe_fds[pick(2)];
+	case 5: return pick(2) ? pipe_fds[pick(2)] : sock_fds[pick(2)];
 	case 6: return 1ULL << pick(64);
 	default: return rnd();
 	}
@@ -132,18 +139,38 @@ static void random_submit(void)
 			/* Mostly harmless and short: getppid, a 100 us sleep, a pipe read. */
 			static const struct timespec ts = { 0, 100000 };
 
-			switch (pick(3)) {
+			switch (pick(4)) {
 			case 0: syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0); break;
 			case 1: syslet_prep(sqe, __NR_nanosleep, (uintptr_t)&ts, 0, 0, 0, 0, 0); break;
-			default:
+			case 2:
 				syslet_prep(sqe, __NR_read, pipe_fds[0], (uintptr_t)scratch[1], 16,
 					    0, 0, 0);
+				break;
+			default:
+				/* Armed, or blocked; cut short by a linked timeout of up to 2 ms. */
+				syslet_prep_recv(sqe, sock_fds[0], scratch[1], 16, 0);
+				sqe->flags = SYSLET_SQE_LINK;
+				sqe->user_data = rnd();
+				sqe = syslet_get_sqe(&ring);
+				if (!sqe)
+					break;
+				syslet_prep(sqe, 0, 1 + pick(2000000), 0, 0, 0, 0, 0);
+				sqe->flags = SYSLET_SQE_LINK_TIMEOUT;
+				sqe->user_data = rnd();
+				i++;
+				continue;
 			}
 		} else {
 			syslet_prep(sqe, random_nr(), random_arg(), random_arg(), random_arg(),
 				    random_arg(), random_arg(), random_arg());
 		}
-		sqe->flags = pick(4) ? (uint32_t)pick(2) : (uint32_t)rnd();
+		/* No flag or LINK mostly; a forwarded argument, or anything. */
+		switch (pick(8)) {
+		case 0: sqe->flags = (uint32_t)rnd(); break;
+		case 1: sqe->flags = SYSLET_SQE_FWD_ARG(pick(7)) | (uint32_t)pick(2) |
+				     (pick(2) ? SYSLET_SQE_FWD_HEAD : 0); break;
+		default: sqe->flags = (uint32_t)pick(2);
+		}
 		sqe->user_data = rnd();
 	}
 	__atomic_store_n(&ring.hdr->sq_tail, ring.sq_tail, __ATOMIC_RELEASE);
@@ -238,14 +265,18 @@ static void random_threadlet(void)
 	}
 }
 
-/* A fresh context: set up with random (@sane: valid) sizes, mapped when that works. */
+/*
+ * A fresh context: set up with random (@sane: valid) sizes, on the pollable
+ * path or not, mapped when that works.
+ */
 static void new_context(int sane)
 {
 	int old = ring_fd;
 	struct syslet_ring fresh;
 
-	if (syslet_queue_init(&fresh, sane ? 16 : 1U << pick(8),
-			      sane || pick(4) ? 0 : 1U << pick(14)))
+	if (syslet_queue_init_flags(&fresh, sane ? 16 : 1U << pick(8),
+				    sane || pick(4) ? 0 : 1U << pick(14),
+				    pick(2) ? SYSLET_SETUP_POLL : sane || pick(8) ? 0 : (uint32_t)rnd()))
 		return;
 	ring = fresh;
 	ring_fd = fresh.fd;
@@ -288,6 +319,11 @@ static void *spare_main(void *arg)
 			ioctl(ring_fd, SYSLET_IOC_PARK, &park);
 		else
 			random_ioctl();
+		/* Wakes armed or blocked receives; drains for blocked sends. */
+		if (!pick(4) && write(sock_fds[1], "y", 1) < 0)
+			continue;
+		if (!pick(8))
+			recv(sock_fds[1], scratch[1] + 2048, 1024, MSG_DONTWAIT);
 	}
 	return NULL;
 }
@@ -304,7 +340,8 @@ static int confine(void)
 		__NR_clock_gettime, __NR_futex, __NR_clone, __NR_clone3, __NR_exit,
 		__NR_exit_group, __NR_rt_sigprocmask, __NR_rt_sigreturn, __NR_getppid,
 		__NR_getpid, __NR_gettid, __NR_sched_yield, __NR_dup, __NR_openat, __NR_set_robust_list,
-		__NR_rseq, __NR_fcntl, __NR_getrandom, __NR_sched_getaffinity,
+		__NR_rseq, __NR_fcntl, __NR_getrandom, __NR_sched_getaffinity, __NR_recvfrom,
+		__NR_sendto,
 	};
 	enum { N = sizeof(allowed) / sizeof(allowed[0]) };
 	struct sock_filter filter[4 + 2 * N + 2];
@@ -348,8 +385,11 @@ static void worker(uint64_t seed, long ops)
 	if (syscall(SYS_close_range, 3, ~0U, 0))
 		_exit(6);
 	alarm(300);
-	if (pipe(pipe_fds))
+	if (pipe(pipe_fds) || socketpair(AF_UNIX, SOCK_STREAM, 0, sock_fds))
 		_exit(3);
+	fcntl(sock_fds[1], F_SETFL, O_NONBLOCK);
+	/* A write atom on a socket whose peer an atom closed must not kill the worker. */
+	signal(SIGPIPE, SIG_IGN);
 	fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
 	new_context(1);
 	if (ring_fd < 0)
@@ -483,8 +523,12 @@ TEST_F_TIMEOUT(fuzz, random_operations, 3600)
 				hung++;
 			else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
 				hung++;
-			else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+			else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL) {
+				if (!crashed)
+					TH_LOG("first worker that died otherwise: signal %d",
+					       WTERMSIG(status));
 				crashed++;
+			}
 			else if (WIFEXITED(status) && WEXITSTATUS(status) >= 2) {
 				TH_LOG("a worker's setup failed: step %d", WEXITSTATUS(status));
 				broken++;
