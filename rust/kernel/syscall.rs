@@ -17,6 +17,7 @@
 
 use crate::{
     bindings,
+    cred::Credential,
     error::code::EDEADLK,
     prelude::*,
     sync::aref::ARef,
@@ -217,12 +218,22 @@ impl CheckedSyscall {
             return Err(self);
         }
         let task = ARef::from(&**crate::current!());
+        let p = task.as_ptr();
+        // SAFETY: Only the current task changes its own credentials, so both pointers stay valid
+        // while it runs this; the references taken keep them valid after.
+        let creds = unsafe {
+            (
+                ARef::from(Credential::from_ptr((*p).cred)),
+                ARef::from(Credential::from_ptr((*p).real_cred)),
+            )
+        };
         // INVARIANT: The current task's filters allowed the call (`CheckedSyscall` is not
         // `Send`), and `confinement` is the current task's now.
         Ok(DeferredSyscall {
             call: self.call,
             confinement: Confinement::of(&task),
             resources: resources_of(&task),
+            _creds: creds,
             task,
         })
     }
@@ -246,6 +257,9 @@ pub struct DeferredSyscall {
     /// The submitter's descriptor table and filesystem context (root, cwd, umask), by identity:
     /// the call names descriptors and paths as they resolve there.
     resources: (usize, usize),
+    /// The credentials `confinement` names, held: while they are, no other credentials can be
+    /// allocated at their addresses, so an equal address means the same credentials.
+    _creds: (ARef<Credential>, ARef<Credential>),
     task: ARef<Task>,
 }
 
