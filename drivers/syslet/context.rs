@@ -301,7 +301,8 @@ impl Context {
 
     /// Readiness for poll/epoll: `POLLIN` while completions are unread.
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
-        let armed_ready = self.polled().is_some_and(Polled::any_ready);
+        // Only atoms the polling thread may run: others would make an epoll loop spin.
+        let armed_ready = self.polled().is_some_and(Polled::has_ready_here);
         match self.rings.as_ref() {
             // Armed atoms whose files are ready: a call to exec or wait runs them.
             Some(rings) if armed_ready => {

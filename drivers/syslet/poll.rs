@@ -518,11 +518,6 @@ impl Polled {
         })
     }
 
-    /// Returns whether any armed atom's file may be ready, whoever may run it (for poll).
-    pub(crate) fn any_ready(&self) -> bool {
-        self.ready.any()
-    }
-
     /// Takes out, disarmed, the armed atom with `user_data` (the first, if several).
     pub(crate) fn take_user_data(&self, user_data: u64, stats: &Stats) -> Option<Disarmed> {
         let mut inner = self.inner.lock();
