@@ -152,8 +152,11 @@ static void random_submit(void)
 				sqe->flags = SYSLET_SQE_LINK;
 				sqe->user_data = rnd();
 				sqe = syslet_get_sqe(&ring);
-				if (!sqe)
-					break;
+				if (!sqe) {
+					/* The ring is full: submit what is there. */
+					i = n;
+					continue;
+				}
 				syslet_prep(sqe, 0, 1 + pick(2000000), 0, 0, 0, 0, 0);
 				sqe->flags = SYSLET_SQE_LINK_TIMEOUT;
 				sqe->user_data = rnd();

@@ -262,8 +262,12 @@ FIXTURE_TEARDOWN(perf)
 	unlink(self->data);
 }
 
-/* The workload alone does what the tests expect of it, untraced. */
-TEST_F(perf, workload_runs_untraced)
+/*
+ * The workload alone does what the tests expect of it, untraced. Each test
+ * has more than the default 30 s: perf, and a KASAN guest, start slowly
+ * when emulated on a busy machine.
+ */
+TEST_F_TIMEOUT(perf, workload_runs_untraced, 180)
 {
 	int status;
 	pid_t pid = fork();
@@ -277,7 +281,6 @@ TEST_F(perf, workload_runs_untraced)
 }
 
 /* "perf trace" shows every atom of the exec, with no syscall tracing needed. */
-/* perf starts slowly in a guest emulated on a busy machine: more than the default 30 s. */
 TEST_F_TIMEOUT(perf, perf_trace_shows_atoms, 180)
 {
 	char cmd[PATH_MAX + 128];
