@@ -132,21 +132,23 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
         None => None,
     };
 
-    // Ready atoms first: they complete into slots they hold already, and a full completion
-    // ring (`EBUSY` below) must not keep them from running.
+    // Claimed before the ready atoms run: one of them may block and hand the program off, and
+    // what the program queues after that is not this exec's to consume.
+    let claimed = rings.claim(batch);
     let mut run = Batch::new(ctx, rings, cont.as_ref());
-    run.run_ready();
-    let count = match rings.claim(batch) {
+    let count = match claimed {
         Ok(count) => count,
-        // The program went on on a spare while a ready atom blocked: the return value must say
-        // so, whatever else fails.
-        Err(_) if run.handed => 0,
-        Err(err) => {
-            run.finish();
-            return Err(match err {
-                ClaimError::Corrupt => EINVAL,
-                ClaimError::CqFull => EBUSY,
-            });
+        Err(ClaimError::Corrupt) => return Err(EINVAL),
+        Err(ClaimError::CqFull) => {
+            // Ready atoms complete into slots they hold already: a full completion ring does
+            // not keep them waiting.
+            run.run_ready();
+            if run.finish() {
+                // The program went on on a spare: the return value must say so.
+                args.status = EXEC_HANDED_OFF;
+                return Ok(EXEC_RET_HANDED_OFF as isize);
+            }
+            return Err(EBUSY);
         }
     };
     ctx.stats.submitted.fetch_add(u64::from(count), Relaxed);
@@ -155,6 +157,7 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     }
     args.submitted = count;
     let batch = &batch[..count as usize];
+    run.run_ready();
     run.run_entries(batch, None, ChainState::default());
     let handed = run.finish();
     let mut ret = count as isize;
