@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,6 +525,63 @@ TEST_F(pollable, context_cannot_be_sent_in_scm_rights)
 	EXPECT_EQ(0, send_fd(self->sv[1], p[0]));
 	close(p[0]);
 	close(p[1]);
+}
+
+/*
+ * An armed call names its descriptor by number: only a thread that shares
+ * the submitter's descriptor table runs it. A thread that unshared its
+ * table waits without running the ready atom; the submitter's wait runs it.
+ */
+struct unshared_waiter {
+	struct syslet_ring *ring;
+	int unshared, ret;
+	int done[2];		/* the thread writes when its wait returned */
+	int leave[2];		/* and exits when it may */
+};
+
+static void *unshared_wait_main(void *arg)
+{
+	struct unshared_waiter *w = arg;
+	char c;
+
+	w->unshared = unshare(CLONE_FILES);
+	w->ret = syslet_wait(w->ring, 1, 300000000);
+	/*
+	 * Its exit closes its copy of the device's descriptor, and a close by
+	 * the owner closes the context: it stays until the test is done.
+	 */
+	if (write(w->done[1], "d", 1) != 1 || read(w->leave[0], &c, 1) != 1)
+		w->ret = -EPIPE;
+	return NULL;
+}
+
+TEST_F(pollable, thread_with_another_descriptor_table_does_not_run_it)
+{
+	struct unshared_waiter w = { .ring = &self->ring };
+	struct syslet_cqe cqe;
+	pthread_t thread;
+
+	char c;
+
+	ASSERT_EQ(0, pipe2(w.done, O_CLOEXEC));
+	ASSERT_EQ(0, pipe2(w.leave, O_CLOEXEC));
+	ASSERT_EQ(1, submit_recv(&self->ring, self->sv[0], self->buf, 1, 5, 0));
+	ASSERT_EQ(1, write(self->sv[1], "u", 1));
+	ASSERT_EQ(0, pthread_create(&thread, NULL, unshared_wait_main, &w));
+	ASSERT_EQ(1, read(w.done[0], &c, 1));
+	ASSERT_EQ(0, w.unshared);
+	EXPECT_EQ(-ETIMEDOUT, w.ret) TH_LOG("a thread with its own descriptor table ran the atom");
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "armed"));
+	ASSERT_EQ(1, syslet_wait(&self->ring, 1, LONG_WAIT));
+	ASSERT_EQ(1, reap_cqes(&self->ring, &cqe, 1));
+	EXPECT_EQ(1, cqe.res);
+	EXPECT_EQ(SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE, cqe.flags);
+	ASSERT_EQ(1, write(w.leave[1], "l", 1));
+	ASSERT_EQ(0, join_within(thread, 20));
+	close(w.done[0]);
+	close(w.done[1]);
+	close(w.leave[0]);
+	close(w.leave[1]);
 }
 
 /*

@@ -5,7 +5,8 @@
  * empty pipe that blocks and hands the program to a parked spare) under
  * "perf trace" and under "perf record", and each atom's events must be
  * there with its user_data, number, result and flags: submit and complete
- * for all three, start for the two that ran, block and handoff for the read.
+ * for all three, start for the two that ran, block and handoff for the read;
+ * then, on the pollable path, arm and start of a receive on an empty socket.
  * Both record system-wide (-a): syslet_block fires in the scheduler's
  * sched_out, after perf has switched the blocking task's own events off, so
  * a per-task session does not see it.
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,6 +39,7 @@ enum {
 	ID_GETPPID = 0x5157a001,
 	ID_EXECVE = 0x5157a002,
 	ID_READ = 0x5157a003,
+	ID_RECV = 0x5157a004,
 };
 
 /* The spare of the workload: parks until it takes the program over. */
@@ -53,6 +56,37 @@ static void *workload_spare_main(void *arg)
 
 	s->ret = syslet_park(s->ring, &s->cookie);
 	return NULL;
+}
+
+/*
+ * The pollable path: a receive on an empty socket is armed, and runs in the
+ * wait once data arrives. 0, or the step that went wrong.
+ */
+static int polled_workload(void)
+{
+	struct syslet_ring ring;
+	struct syslet_sqe *sqe;
+	struct syslet_cqe *cqe;
+	int sv[2];
+	char c;
+
+	if (syslet_queue_init_flags(&ring, 4, 8, SYSLET_SETUP_POLL) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return 20;
+	sqe = syslet_get_sqe(&ring);
+	syslet_prep_recv(sqe, sv[0], &c, 1, 0);
+	sqe->user_data = ID_RECV;
+	if (syslet_submit_n(&ring, 1) != 1 || syslet_peek_cqe(&ring))
+		return 21;
+	if (write(sv[1], "p", 1) != 1 || syslet_wait(&ring, 1, 20000000000LL) != 1)
+		return 22;
+	cqe = syslet_peek_cqe(&ring);
+	if (!cqe || cqe->res != 1 || cqe->flags != (SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE))
+		return 23;
+	syslet_queue_exit(&ring);
+	close(sv[0]);
+	close(sv[1]);
+	return 0;
 }
 
 /*
@@ -96,7 +130,7 @@ static int workload(void)
 	if (!handed || spare.ret || spare.cookie != COOKIE)
 		return 7;
 	syslet_queue_exit(&ring);
-	return 0;
+	return polled_workload();
 }
 
 /* Makes the syslet events reachable: tracefs mounted, module loaded. */
@@ -152,14 +186,14 @@ static char *run_output(const char *cmd, int *status)
 enum event_format { TP_PRINTK, PERF_TRACE };
 
 /*
- * Writes field @name with @value as @fmt prints it (TP_PRINTK: user_data and
- * flags in hex, the rest in decimal, as include/trace/events/syslet.h says).
+ * Writes field @name with @value as @fmt prints it (TP_PRINTK: user_data,
+ * flags and events in hex, the rest in decimal, as include/trace/events/syslet.h says).
  */
 static void field(char *buf, size_t len, enum event_format fmt, const char *name, long value)
 {
 	if (fmt == PERF_TRACE)
 		snprintf(buf, len, "%s: %ld", name, value);
-	else if (!strcmp(name, "user_data") || !strcmp(name, "flags"))
+	else if (!strcmp(name, "user_data") || !strcmp(name, "flags") || !strcmp(name, "events"))
 		snprintf(buf, len, "%s 0x%lx ", name, value);
 	else
 		snprintf(buf, len, "%s %ld ", name, value);
@@ -219,6 +253,12 @@ static void check_events(struct __test_metadata *_metadata, const char *out, enu
 	EXPECT_TRUE(has_event(out, fmt, "syslet_complete", ID_READ, "flags", SYSLET_CQE_F_ASYNC));
 	/* Nothing else blocked: the getppid atom has no block event. */
 	EXPECT_FALSE(has_event(out, fmt, "syslet_block", ID_GETPPID, NULL, 0));
+	/* recv on the pollable path: armed for POLLIN (1), then run, flagged POLLED. */
+	EXPECT_TRUE(has_event(out, fmt, "syslet_arm", ID_RECV, "events", 1));
+	EXPECT_TRUE(has_event(out, fmt, "syslet_start", ID_RECV, NULL, 0));
+	EXPECT_TRUE(has_event(out, fmt, "syslet_complete", ID_RECV, "flags",
+			      SYSLET_CQE_F_POLLED | SYSLET_CQE_F_INLINE));
+	EXPECT_FALSE(has_event(out, fmt, "syslet_arm", ID_READ, NULL, 0));
 	if (_metadata->exit_code)
 		TH_LOG("perf printed:\n%s", out);
 }
