@@ -5,12 +5,14 @@
 # project's overlay (rust/ files copied in, kernel/patches/ applied) and
 # config (vng --kconfig + kernel/config/syslet.config), built with LLVM.
 #
-# Usage: kernel.sh [test|release|kasan]. The test flavor (default) has
+# Usage: kernel.sh [test|release|kasan|profile]. The test flavor (default) has
 # lockdep and the other debugging options the kselftests run under; release
 # adds kernel/config/release.config, which turns them off, for the demo and
 # the benchmark; kasan adds kernel/config/kasan.config to the test flavor
-# (opt-in, scripts/test-kasan.sh). Each flavor has its own tree, so
-# switching between them never rebuilds another's.
+# (opt-in, scripts/test-kasan.sh); profile adds kernel/config/profile.config
+# (the function graph tracer) to release, for scripts/bench.sh --profile.
+# Each flavor has its own tree, so switching between them never rebuilds
+# another's.
 #
 # The tree lives in the cache, outside the repository, and is reused:
 #  - same kernel + overlay + config (stamp matches): nothing is rebuilt;
@@ -34,8 +36,11 @@ release)
 kasan)
 	SRC=$CACHE/src/kasan
 	FRAGMENTS+=("$REPO/kernel/config/kasan.config") ;;
+profile)
+	SRC=$CACHE/src/profile
+	FRAGMENTS+=("$REPO/kernel/config/release.config" "$REPO/kernel/config/profile.config") ;;
 *)
-	log "kernel: unknown flavor '$FLAVOR' (test, release or kasan)"
+	log "kernel: unknown flavor '$FLAVOR' (test, release, kasan or profile)"
 	exit 2 ;;
 esac
 # SYSLET_EXTRA_CONFIG: more fragments, for experiments (they rebuild the

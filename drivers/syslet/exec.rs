@@ -16,7 +16,6 @@
 
 use kernel::{
     bindings,
-    irq_work::IrqWork,
     list::ListArc,
     preempt_notifier::PreemptNotifier,
     prelude::*,
@@ -54,7 +53,7 @@ use crate::{
     handoff::{
         BlockHook,
         Continuation,
-        SpareWaker, //
+        BLOCK_HOOK_OPS, //
     },
     poll::{
         self,
@@ -82,7 +81,7 @@ use crate::{
     },
 };
 
-/// Batches up to this many atoms are copied out to the stack instead of an allocation.
+/// Batches up to this many atoms are copied out to the stack.
 const SMALL_BATCH: usize = 4;
 
 /// Consumes up to `args.to_submit` submissions of `ctx` and runs each one in the current task, in
@@ -114,13 +113,14 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     }
     // Atoms may not drive syslet again, on this task, until the batch is done.
     let _mark = AtomMark::new()?;
-    // Small batches, the common case of latency-bound callers, need no allocation.
+    // Small batches, the common case of latency-bound callers, are copied to the stack; larger
+    // ones to the buffer the rings keep between execs. Neither allocates.
     let mut small = [Sqe::default(); SMALL_BATCH];
-    let mut large: KVVec<Sqe>;
+    let mut large;
     let batch: &mut [Sqe] = if max as usize <= SMALL_BATCH {
         &mut small[..max as usize]
     } else {
-        large = KVVec::from_elem(Sqe::default(), max as usize, GFP_KERNEL)?;
+        large = rings.batch_buffer(max as usize)?;
         &mut large
     };
     let cont = match args.continuation {
@@ -549,18 +549,15 @@ impl<'a> Batch<'a> {
             return self.run_cancellable(sqe, call, cont, expired);
         }
         self.ensure_spare(cont);
-        pin_init::stack_pin_init!(let wake = IrqWork::new(SpareWaker::new(self.lent.as_ref())));
-        pin_init::stack_pin_init!(let hook = PreemptNotifier::new(BlockHook {
-            cont,
-            wake: wake.as_ref(),
-            user_data: sqe.user_data,
-            nr: sqe.nr,
-        }));
+        pin_init::stack_pin_init!(let hook = PreemptNotifier::new_with(
+            &BLOCK_HOOK_OPS,
+            BlockHook::new(cont, self.lent.as_ref(), sqe.user_data, sqe.nr),
+        ));
         let outcome = hook
             .as_mut()
             .with_registered(|| self.run_cancellable(sqe, call, cont, expired));
-        // The notifier is unregistered: no new block can queue the work; `wake` is synced when
-        // dropped, after `hook`.
+        // The notifier is unregistered: no new block can queue the work, and its irq work is
+        // synced when `hook` is dropped.
         if !cont.reclaim() {
             self.handed = true;
             self.blocked = true;

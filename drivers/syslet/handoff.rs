@@ -15,8 +15,8 @@
 //! ```
 //!
 //! - RUNNING: the submitter owns it; preemption is not blocking and changes nothing.
-//! - BLOCKED: the submitter is asleep in an atom; the lent spare has been woken (hard irq work,
-//!   since `sched_out` runs under the runqueue lock) and races the submitter for it.
+//! - BLOCKED: the submitter is asleep in an atom (or about to be: the sleep hook runs before the
+//!   switch); the lent spare has been woken and races the submitter for it.
 //! - HANDED: the spare returned to user space with the cookie and resumes the program there;
 //!   the submitter finishes its batch, posting completions flagged `SYSLET_CQE_F_ASYNC`. HANDED is
 //!   final.
@@ -40,7 +40,10 @@ use kernel::{
     },
     list::ListArc,
     new_spinlock,
-    preempt_notifier::PreemptOps,
+    preempt_notifier::{
+        OpsTable,
+        PreemptOps, //
+    },
     prelude::*,
     sync::{
         aref::ARef,
@@ -266,18 +269,65 @@ impl IrqWorkHandler for SpareWaker {
     }
 }
 
-/// The preempt notifier of one atom of an exec with a continuation: sees the submitter block.
-pub(crate) struct BlockHook<'a> {
-    pub(crate) cont: &'a Continuation,
-    /// Wakes the spare lent for this atom; idle before the notifier is dropped.
-    pub(crate) wake: Pin<&'a IrqWork<SpareWaker>>,
+/// The scheduler hooks of one atom of an exec with a continuation: they see the submitter block.
+///
+/// The block is normally seen in [`PreemptOps::sleeping`], as the submitter calls `schedule()`:
+/// no scheduler lock is held there, so the spare is woken at once and can take the CPU the
+/// submitter gives up. `sched_out` sees every switch; it notes a block without a spare, and
+/// hands off (waking the spare from hard irq work, since it runs under the runqueue lock) if the
+/// task blocked without passing the sleep hook.
+#[pin_data]
+pub(crate) struct BlockHook {
+    pub(crate) cont: Arc<Continuation>,
+    /// Wakes the spare lent for this atom from `sched_out`; idle before the hook is dropped.
+    #[pin]
+    wake: IrqWork<SpareWaker>,
     /// The atom's `user_data` and system call number, in trace events.
-    pub(crate) user_data: u64,
-    pub(crate) nr: u32,
+    user_data: u64,
+    nr: u32,
 }
 
-impl PreemptOps for BlockHook<'_> {
+/// The operations of every [`BlockHook`] notifier, by which the sleep hook finds them.
+pub(crate) static BLOCK_HOOK_OPS: OpsTable<BlockHook> = OpsTable::new();
+
+impl BlockHook {
+    /// The hooks of the atom `user_data` (system call `nr`) of the exec of `cont`, with `spare`
+    /// lent (none: the atom runs without a spare).
+    pub(crate) fn new(
+        cont: &Arc<Continuation>,
+        spare: Option<&ListArc<Spare>>,
+        user_data: u64,
+        nr: u32,
+    ) -> impl PinInit<Self> {
+        let cont = cont.clone();
+        let waker = SpareWaker::new(spare);
+        pin_init!(Self {
+            cont,
+            wake <- IrqWork::new(waker),
+            user_data,
+            nr,
+        })
+    }
+
+    /// The spare lent for the atom, if it is still lent (it did not leave on a signal).
+    fn lent_spare(&self) -> Option<&Arc<Spare>> {
+        self.wake.data().spare.as_ref().filter(|s| s.is_lent())
+    }
+}
+
+impl PreemptOps for BlockHook {
     fn sched_in(&self, _cpu: i32) {}
+
+    fn sleeping(&self) {
+        // No spare: `sched_out` notes the synchronous block if the task really sleeps.
+        let Some(spare) = self.lent_spare() else {
+            return;
+        };
+        if self.cont.block(self.user_data) {
+            trace::block(self.cont.ctx, self.user_data, self.nr, true);
+            spare.unpark();
+        }
+    }
 
     fn sched_out(&self, _next: &Task) {
         // Preemption leaves the task runnable: only a task going to sleep has blocked.
@@ -285,12 +335,13 @@ impl PreemptOps for BlockHook<'_> {
             return;
         }
         // A lent spare that left during the atom (a signal) cannot claim: a synchronous block.
-        if !self.wake.data().spare.as_ref().is_some_and(|s| s.is_lent()) {
+        if self.lent_spare().is_none() {
             if !self.cont.blocked_without_spare.xchg(true, Relaxed) {
                 trace::block(self.cont.ctx, self.user_data, self.nr, false);
             }
             return;
         }
+        // Normally the sleep hook moved the state already, and this fails.
         if self.cont.block(self.user_data) {
             trace::block(self.cont.ctx, self.user_data, self.nr, true);
             // The runqueue lock is held: the wakeup happens in the irq work.

@@ -164,6 +164,49 @@ pub(crate) struct Rings {
     /// Notified, with `state` held, whenever a completion is posted.
     #[pin]
     cq_wait: PollCondVar,
+    /// A buffer of `sq_entries` submissions kept between execs, so that copying a batch out
+    /// needs no allocation: taken by an exec for its batch, given back when it ends. An exec
+    /// that finds it taken (another thread of the owner is executing) allocates its own. A leaf
+    /// lock.
+    #[pin]
+    batch_buf: SpinLock<Option<KVVec<Sqe>>>,
+}
+
+/// A buffer an exec copies its claimed submissions to; from [`Rings::batch_buffer`].
+pub(crate) struct BatchBuffer<'a> {
+    rings: &'a Rings,
+    /// Always `Some` until dropped; at least as long as was asked for.
+    buf: Option<KVVec<Sqe>>,
+    len: usize,
+}
+
+impl core::ops::Deref for BatchBuffer<'_> {
+    type Target = [Sqe];
+
+    fn deref(&self) -> &[Sqe] {
+        self.buf.as_deref().map_or(&[], |buf| &buf[..self.len])
+    }
+}
+
+impl core::ops::DerefMut for BatchBuffer<'_> {
+    fn deref_mut(&mut self) -> &mut [Sqe] {
+        let len = self.len;
+        self.buf.as_deref_mut().map_or(&mut [], |buf| &mut buf[..len])
+    }
+}
+
+impl Drop for BatchBuffer<'_> {
+    fn drop(&mut self) {
+        // Only a buffer of the full size is kept: any later batch fits it.
+        if let Some(buf) = self.buf.take() {
+            if buf.len() == self.rings.layout.sq_entries as usize {
+                let mut kept = self.rings.batch_buf.lock();
+                if kept.is_none() {
+                    *kept = Some(buf);
+                }
+            }
+        }
+    }
 }
 
 /// Why [`Rings::wait`] returned without enough completions.
@@ -215,6 +258,7 @@ impl Rings {
                     "Rings::state"
                 ),
                 cq_wait <- new_poll_condvar!("Rings::cq_wait"),
+                batch_buf <- new_spinlock!(None, "Rings::batch_buf"),
             }),
             GFP_KERNEL,
         )
@@ -233,6 +277,28 @@ impl Rings {
     /// Maps the shared region into `vma`, which must cover all of it at offset zero.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
         self.buf.map(vma)
+    }
+
+    /// Returns a buffer for a batch of `len` submissions (at most `sq_entries`): the one kept
+    /// between execs, or a new one if it is in use.
+    ///
+    /// Must not be called from atomic context.
+    pub(crate) fn batch_buffer(&self, len: usize) -> Result<BatchBuffer<'_>> {
+        let full = self.layout.sq_entries as usize;
+        if len > full {
+            return Err(EINVAL);
+        }
+        let kept = self.batch_buf.lock().take();
+        let buf = match kept {
+            Some(buf) => buf,
+            // Charged to the owner's memory cgroup, like the rings.
+            None => KVVec::from_elem(Sqe::default(), full, GFP_KERNEL_ACCOUNT)?,
+        };
+        Ok(BatchBuffer {
+            rings: self,
+            buf: Some(buf),
+            len,
+        })
     }
 
     /// Consumes up to `batch.len()` submissions, copying them to the start of `batch`, and

@@ -86,6 +86,10 @@ struct SysletModule {
     /// Preempt notifiers stay enabled while the module is loaded. `CONFIG_SYSLET_HOOKS` starts
     /// them enabled at boot, so this only counts a user: no kernel text is patched at load.
     _notifiers: preempt_notifier::Enabled,
+    /// The scheduler tells an exec's notifiers that its atom is about to block, where the spare
+    /// can be woken at once.
+    #[pin]
+    _sleep_hook: preempt_notifier::SleepHook<handoff::BlockHook>,
     /// A context pins the files its armed atoms wait for: sent over one of those sockets in
     /// `SCM_RIGHTS` it would make a reference loop nothing frees, so it may not be sent.
     _scm: ScmRefusal,
@@ -96,6 +100,7 @@ impl kernel::InPlaceModule for SysletModule {
         let options = MiscDeviceOptions { name: c"syslet" };
         try_pin_init!(Self {
             _notifiers: preempt_notifier::Enabled::new(),
+            _sleep_hook <- preempt_notifier::SleepHook::new(&handoff::BLOCK_HOOK_OPS),
             _scm: FOPS.refuse_scm_rights(),
             _miscdev <- MiscDeviceRegistration::register_owned(options, &FOPS),
         })

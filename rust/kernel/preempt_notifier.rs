@@ -73,6 +73,97 @@ pub trait PreemptOps: Sync {
     /// just been unregistered. Runs on the exiting task, with preemption disabled and the set's
     /// lock held: must not sleep, nor use the set.
     fn task_exit(&self) {}
+
+    /// The task is about to block: it set a sleeping state and called `schedule()`. Called only
+    /// for notifiers created with an [`OpsTable`] for which a [`SleepHook`] is installed, and
+    /// only while the task runs syslet atoms (`task_struct::in_syslet`). Runs on the task, in
+    /// process context with preemption enabled and no scheduler lock held: unlike `sched_out`, it
+    /// may take spinlocks and wake tasks, but it must not sleep nor change the task's state.
+    ///
+    /// The task may still be woken before it is switched out: `sched_out` follows only if it
+    /// really blocks.
+    fn sleeping(&self) {}
+}
+
+/// The operations table of the notifiers of type `T`, at one address.
+///
+/// Notifiers created with [`PreemptNotifier::new_with`] use it, and a [`SleepHook`] recognizes
+/// them by its address. Declare one `static` per type.
+pub struct OpsTable<T: PreemptOps> {
+    ops: bindings::preempt_ops,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The table is immutable: two function pointers that are safe to call from any thread.
+unsafe impl<T: PreemptOps> Sync for OpsTable<T> {}
+
+impl<T: PreemptOps> OpsTable<T> {
+    /// The table of `T`.
+    pub const fn new() -> Self {
+        Self {
+            ops: PreemptNotifier::<T>::OPS,
+            _t: PhantomData,
+        }
+    }
+
+    fn as_ptr(&'static self) -> *mut bindings::preempt_ops {
+        (&self.ops as *const bindings::preempt_ops).cast_mut()
+    }
+}
+
+/// Makes the scheduler call [`PreemptOps::sleeping`] on the notifiers of one [`OpsTable`] while
+/// this is installed (there is one such hook at a time).
+///
+/// # Invariants
+///
+/// `ops` is installed with `syslet_set_sleep_ops()` from initialization until drop, and names
+/// `table` and the `sleeping` of `T`.
+#[pin_data(PinnedDrop)]
+pub struct SleepHook<T: PreemptOps + 'static> {
+    #[pin]
+    ops: Opaque<bindings::syslet_sleep_ops>,
+    table: &'static OpsTable<T>,
+}
+
+// SAFETY: The hook is only read by the scheduler after installation; nothing mutates it.
+unsafe impl<T: PreemptOps> Send for SleepHook<T> {}
+// SAFETY: As above.
+unsafe impl<T: PreemptOps> Sync for SleepHook<T> {}
+
+impl<T: PreemptOps + 'static> SleepHook<T> {
+    /// Installs the hook for the notifiers created with `table`; fails with `EBUSY` if another
+    /// hook is installed.
+    pub fn new(table: &'static OpsTable<T>) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            ops <- Opaque::try_ffi_init(|slot: *mut bindings::syslet_sleep_ops| {
+                // SAFETY: `slot` is valid for writes, and pinned: it lives until `drop`, which
+                // uninstalls it first.
+                unsafe {
+                    slot.write(bindings::syslet_sleep_ops {
+                        ops: table.as_ptr(),
+                        sleeping: Some(Self::sleeping_raw),
+                    });
+                    to_result(bindings::syslet_set_sleep_ops(slot))
+                }
+            }),
+            table,
+        })
+    }
+
+    unsafe extern "C" fn sleeping_raw(notifier: *mut bindings::preempt_notifier) {
+        // SAFETY: The scheduler calls this only for notifiers whose operations are `table`'s,
+        // which only `PreemptNotifier<T>::new_with` sets; they are alive while registered.
+        let this = unsafe { PreemptNotifier::<T>::from_raw(notifier) };
+        this.data.sleeping();
+    }
+}
+
+#[pinned_drop]
+impl<T: PreemptOps + 'static> PinnedDrop for SleepHook<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: Installed in `new` (type invariant); this waits until no task runs the hook.
+        unsafe { bindings::syslet_clear_sleep_ops(self.ops.get()) };
+    }
 }
 
 /// A `struct preempt_notifier` embedded next to its handler data.
@@ -154,6 +245,24 @@ impl<T: PreemptOps> PreemptNotifier<T> {
             data,
             _t: PhantomData,
         })
+    }
+
+    /// Creates an unregistered notifier with the operations of `table`, whose handler data is
+    /// initialized in place: a [`SleepHook`] for `table` calls its [`PreemptOps::sleeping`].
+    pub fn new_with<E: From<core::convert::Infallible>>(
+        table: &'static OpsTable<T>,
+        data: impl PinInit<T, E>,
+    ) -> impl PinInit<Self, E> {
+        try_pin_init!(Self {
+            // SAFETY: `slot` is valid for writes; `table` is `'static` and the C side never
+            // writes through the pointer.
+            // INVARIANT: Initialized with the operations of `T`.
+            notifier <- Opaque::ffi_init(|slot| unsafe {
+                bindings::preempt_notifier_init(slot, table.as_ptr())
+            }),
+            data <- data,
+            _t: PhantomData,
+        }? E)
     }
 
     /// Creates an unregistered notifier whose handler data is initialized in place.

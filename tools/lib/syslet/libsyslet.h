@@ -292,9 +292,16 @@ static inline int syslet_submit_n(struct syslet_ring *ring, unsigned int count)
 	return ret < 0 ? -errno : ret;
 }
 
+/* Publishes the prepared entries and runs all that are queued. */
 static inline int syslet_submit(struct syslet_ring *ring)
 {
-	return syslet_submit_n(ring, ring->hdr->sq_entries);
+	/*
+	 * The count queued, not the ring's size: the kernel copies out as many
+	 * entries as it is asked for at most, and a batch that fits its stack
+	 * needs no buffer.
+	 */
+	return syslet_submit_n(ring, ring->sq_tail -
+				     __atomic_load_n(&ring->hdr->sq_head, __ATOMIC_RELAXED));
 }
 
 /*

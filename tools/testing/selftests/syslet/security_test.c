@@ -333,6 +333,94 @@ TEST(reentry_swapped_descriptor_race)
 	syslet_queue_exit(&ring);
 }
 
+/*
+ * The per-task mark, for every syslet ioctl: atoms ioctl() a descriptor that
+ * another thread keeps switching between /dev/null and the syslet device,
+ * so that for some atoms the device is swapped in after the check up front
+ * saw /dev/null. Those are refused by the mark (-EDEADLK, not flagged
+ * REFUSED). Each argument is one the ioctl would accept, so that any that
+ * ran would say so (0, a count, -EBUSY, -ENOENT, -ETIMEDOUT...). Rounds go
+ * on, within a bound, until the mark has refused each kind a few times:
+ * a kind it never refused would not be tested, and fails.
+ */
+TEST(reentry_mark_refuses_every_ioctl_through_a_swapped_descriptor)
+{
+	enum { TARGET = 101, BATCH = 8, MAX_ROUNDS = 1500, WANT_MARKED = 3 };
+	struct syslet_params params = { .sq_entries = 8 };
+	struct syslet_exec exec = { .to_submit = 0 };
+	struct syslet_park park = { .timeout_ns = 1000000 };
+	struct syslet_wait wait = { .min_complete = 0, .timeout_ns = 0 };
+	uint64_t user_data = 12345;
+	uint32_t index;
+	int64_t res = 0;
+	const struct {
+		const char *what;
+		unsigned long cmd;
+		void *arg;
+	} kinds[] = {
+		{ "SETUP", SYSLET_IOC_SETUP, &params },
+		{ "EXEC", SYSLET_IOC_EXEC, &exec },
+		{ "PARK", SYSLET_IOC_PARK, &park },
+		{ "WAIT", SYSLET_IOC_WAIT, &wait },
+		{ "CANCEL", SYSLET_IOC_CANCEL, &user_data },
+		{ "THREADLET_REGISTER", SYSLET_IOC_THREADLET_REGISTER, &index },
+		{ "THREADLET_UNREGISTER", SYSLET_IOC_THREADLET_UNREGISTER, NULL },
+		{ "THREADLET_DONE", SYSLET_IOC_THREADLET_DONE, &res },
+	};
+	struct syslet_ring ring;
+	struct swapper swapper;
+	pthread_t thread;
+
+	REQUIRE_SYSLET();
+	ASSERT_EQ(0, syslet_queue_init(&ring, BATCH, 2 * BATCH));
+	swapper = (struct swapper){
+		.target = TARGET,
+		.null_fd = open("/dev/null", O_RDWR | O_CLOEXEC),
+		.syslet_fd = ring.fd,
+	};
+	ASSERT_GE(swapper.null_fd, 0);
+	ASSERT_EQ(TARGET, dup2(swapper.null_fd, TARGET));
+	ASSERT_EQ(0, pthread_create(&thread, NULL, swapper_main, &swapper));
+	for (unsigned int k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		long notty = 0, refused = 0, marked = 0, bad = 0;
+		int round;
+
+		for (round = 0; round < MAX_ROUNDS && marked < WANT_MARKED; round++) {
+			for (int i = 0; i < BATCH; i++)
+				prep(&ring, i, __NR_ioctl, TARGET, kinds[k].cmd,
+				     (uintptr_t)kinds[k].arg, 0);
+			ASSERT_EQ(BATCH, syslet_submit(&ring));
+			for (int i = 0; i < BATCH; i++) {
+				struct syslet_cqe cqe = take_cqe(&ring);
+
+				if (cqe.res == -ENOTTY && !(cqe.flags & SYSLET_CQE_F_REFUSED)) {
+					notty++;
+				} else if (cqe.res == -EDEADLK) {
+					if (cqe.flags & SYSLET_CQE_F_REFUSED)
+						refused++;
+					else
+						marked++;
+				} else if (bad++ < 3) {
+					TH_LOG("%s: res %lld flags %#x", kinds[k].what,
+					       (long long)cqe.res, cqe.flags);
+				}
+			}
+		}
+		TH_LOG("%s: %d rounds: %ld reached /dev/null, %ld refused up front, %ld by the mark",
+		       kinds[k].what, round, notty, refused, marked);
+		EXPECT_EQ(0, bad) TH_LOG("%s ran inside an atom", kinds[k].what);
+		EXPECT_GE(marked, WANT_MARKED) TH_LOG("%s: the mark was never reached",
+						       kinds[k].what);
+	}
+	swapper.stop = 1;
+	pthread_join(thread, NULL);
+	/* Nothing ran: no spare parked, no threadlet registered. */
+	EXPECT_EQ(0, syslet_fdinfo_counter(ring.fd, "spares_parked"));
+	close(TARGET);
+	close(swapper.null_fd);
+	syslet_queue_exit(&ring);
+}
+
 /* A system call through the 32-bit entry, from this 64-bit process. */
 static long int80(long nr, long a, long b, long c)
 {

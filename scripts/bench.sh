@@ -1,0 +1,64 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The benchmark command: syslet against plain system calls, io_uring, Linux
+# AIO, thread pools and fio, every contender in one guest session on the
+# release kernel (samples/syslet/syslet_bench: B1 inline cost, B2 handoff
+# latency, B3 O_DIRECT reads from null_blk at depth 1, 8 and 32, B4 mixed
+# hits and misses, B5 threads per operation in flight; fio's io_uring, libaio
+# and psync engines on the same device as the reference). Writes
+# bench/results.json (every raw figure), bench/results.png and the README's
+# table (scripts/bench-report.py).
+#
+# Usage: scripts/bench.sh [REPS]   (default 5 repetitions)
+# SYSLET_BENCH_OPS: operations per B1 row (default 20000; B3/B4 scale with it).
+# SYSLET_BENCH_FLAVOR=profile: the same on the profile flavor (function graph
+# tracer built in; its figures are not the published ones).
+# SYSLET_BENCH_PERF=1: also record a cpu-clock profile (perf) of a one-atom
+# exec loop and of the handoff loop, printed after the figures.
+
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+. "$REPO/scripts/guest.sh"
+
+reps=${1:-5}
+ops=${SYSLET_BENCH_OPS:-20000}
+flavor=${SYSLET_BENCH_FLAVOR:-release}
+start=$(date +%s)
+prepare_guest "$flavor"
+# The plot needs Debian's matplotlib, for Debian's python3; only this command
+# does.
+if ! /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+	log "bench: installing python3-matplotlib"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		python3-matplotlib >/dev/null
+fi
+run=$CACHE/bench-run
+rm -rf "$run"
+mkdir -p "$run"
+# null_blk: one memory-backed 4 GiB device whose requests complete from a
+# timer 100 us after submission (irqmode=2), as a fast SSD would.
+nullb="null_blk.nr_devices=1 null_blk.gb=4 null_blk.memory_backed=1 null_blk.irqmode=2 null_blk.completion_nsec=100000"
+fio_jobs="--name=b3 --filename=/dev/nullb0 --direct=1 --rw=randread --bs=4k --size=1g --runtime=3 --time_based --output-format=json"
+perf_part=true
+if [ "${SYSLET_BENCH_PERF:-0}" = 1 ]; then
+	perf_part="perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/b1.data -- '$OUT/samples/syslet_bench' -r 1 -s B1 -n $ops 2>/dev/null >/dev/null &&
+		perf report --kallsyms=/proc/kallsyms -i /dev/shm/b1.data --stdio --no-children --sort sym -g none --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -40 > '$run/perf-b1.txt' &&
+		perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/b2.data -- '$OUT/samples/syslet_bench' -r 1 -s B2 -n $ops 2>/dev/null >/dev/null &&
+		perf report --kallsyms=/proc/kallsyms -i /dev/shm/b2.data --stdio --no-children --sort sym -g none --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -40 > '$run/perf-b2.txt'"
+fi
+log "bench: $reps repetitions on the $flavor kernel; progress below"
+run_guest "insmod '$REPO/drivers/syslet/syslet.ko' &&
+	'$OUT/samples/syslet_bench' -r $reps -n $ops -j '$run/syslet-bench.json' &&
+	for d in 1 8 32; do
+		echo \"[fio depth \$d] io_uring, libaio, psync\" >&2
+		fio $fio_jobs --ioengine=io_uring --iodepth=\$d >'$run/fio-io_uring-'\$d.json &&
+		fio $fio_jobs --ioengine=libaio --iodepth=\$d >'$run/fio-libaio-'\$d.json &&
+		fio $fio_jobs --ioengine=psync --numjobs=\$d --group_reporting >'$run/fio-psync-'\$d.json || exit 1
+	done &&
+	$perf_part && rmmod syslet" --rwdir "$run" --append "$nullb"
+/usr/bin/python3 "$REPO/scripts/bench-report.py" "$run" "$REPO"
+for f in "$run"/perf-*.txt; do
+	[ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }
+done
+log "bench: done in $(($(date +%s) - start)) s; bench/results.json, bench/results.png, README.md"
