@@ -15,7 +15,8 @@
 # SYSLET_BENCH_FLAVOR=profile: the same on the profile flavor (function graph
 # tracer built in; its figures are not the published ones).
 # SYSLET_BENCH_PERF=1: also record a cpu-clock profile (perf) of a one-atom
-# exec loop and of the handoff loop, printed after the figures.
+# exec loop and of the handoff loop, printed after the figures (perf-*.txt in
+# the run directory, $CACHE/bench-run).
 
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -39,24 +40,39 @@ mkdir -p "$run"
 # null_blk: one memory-backed 4 GiB device whose requests complete from a
 # timer 100 us after submission (irqmode=2), as a fast SSD would.
 nullb="null_blk.nr_devices=1 null_blk.gb=4 null_blk.memory_backed=1 null_blk.irqmode=2 null_blk.completion_nsec=100000"
-fio_jobs="--name=b3 --filename=/dev/nullb0 --direct=1 --rw=randread --bs=4k --size=1g --runtime=3 --time_based --output-format=json"
-perf_part=true
+# What the guest runs, as a script of its own (no quoting through vng).
+cat >"$run/guest-bench.sh" <<GUEST
+set -e
+insmod '$REPO/drivers/syslet/syslet.ko'
+'$OUT/samples/syslet_bench' -r $reps -n $ops -j '$run/syslet-bench.json'
+for d in 1 8 32; do
+	echo "[fio depth \$d] io_uring, libaio, psync" >&2
+	for engine in io_uring libaio psync; do
+		jobs="--iodepth=\$d"
+		[ \$engine = psync ] && jobs="--numjobs=\$d --group_reporting"
+		fio --name=b3 --filename=/dev/nullb0 --direct=1 --rw=randread --bs=4k \\
+			--size=1g --runtime=3 --time_based --output-format=json \\
+			--ioengine=\$engine \$jobs >'$run/fio-'\$engine-\$d.json
+	done
+done
+GUEST
 if [ "${SYSLET_BENCH_PERF:-0}" = 1 ]; then
-	perf_part="perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/b1.data -- '$OUT/samples/syslet_bench' -r 1 -s B1 -n $ops 2>/dev/null >/dev/null &&
-		perf report --kallsyms=/proc/kallsyms -i /dev/shm/b1.data --stdio --no-children --sort sym -g none --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -40 > '$run/perf-b1.txt' &&
-		perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/b2.data -- '$OUT/samples/syslet_bench' -r 1 -s B2 -n $ops 2>/dev/null >/dev/null &&
-		perf report --kallsyms=/proc/kallsyms -i /dev/shm/b2.data --stdio --no-children --sort sym -g none --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -40 > '$run/perf-b2.txt'"
+	# A cpu-clock profile of one-atom execs (E) and of handoffs (B2); perf's
+	# data must be on a local file system.
+	for s in E B2; do
+		cat >>"$run/guest-bench.sh" <<GUEST
+perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/\$\$.data -- \\
+	'$OUT/samples/syslet_bench' -r 1 -s $s -n $ops >/dev/null 2>&1
+perf report --kallsyms=/proc/kallsyms -i /dev/shm/\$\$.data --stdio --no-children \\
+	--sort sym -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^\$' |
+	head -40 >'$run/perf-$s.txt'
+GUEST
+	done
 fi
+echo "rmmod syslet" >>"$run/guest-bench.sh"
 log "bench: $reps repetitions on the $flavor kernel; progress below"
-run_guest "insmod '$REPO/drivers/syslet/syslet.ko' &&
-	'$OUT/samples/syslet_bench' -r $reps -n $ops -j '$run/syslet-bench.json' &&
-	for d in 1 8 32; do
-		echo \"[fio depth \$d] io_uring, libaio, psync\" >&2
-		fio $fio_jobs --ioengine=io_uring --iodepth=\$d >'$run/fio-io_uring-'\$d.json &&
-		fio $fio_jobs --ioengine=libaio --iodepth=\$d >'$run/fio-libaio-'\$d.json &&
-		fio $fio_jobs --ioengine=psync --numjobs=\$d --group_reporting >'$run/fio-psync-'\$d.json || exit 1
-	done &&
-	$perf_part && rmmod syslet" --rwdir "$run" --append "$nullb"
+# Through a pipe: vng truncates a file given as its standard error.
+run_guest "sh '$run/guest-bench.sh'" --rwdir "$run" --append "$nullb" 2>&1 | cat
 /usr/bin/python3 "$REPO/scripts/bench-report.py" "$run" "$REPO"
 for f in "$run"/perf-*.txt; do
 	[ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }

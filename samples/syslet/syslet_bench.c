@@ -19,10 +19,11 @@
  *  B5 threads: in B3 at depth 32 and in B4, the most threads the process
  *     had beyond the submitting one, per operation in flight.
  *  T  threadlets and continuations that do not block (not in the JSON).
+ *  E  a loop of execs of one getppid, for profiles (not in the JSON).
  *
  * Usage: syslet_bench [-r REPS] [-n OPS] [-s SECTIONS] [-d DEVICE] [-j FILE]
- *   -s: the sections to run, e.g. B1,B2 (default B1,B2,B3,B4,B5; B5 needs B3
- *       and B4, which it reads from); -j: write every figure as JSON.
+ *   -s: the sections to run, e.g. B1,B2 (default B1,B2,B3,B4,B5; B5 is
+ *       measured in B3 and B4); -j: write every figure as JSON.
  * A progress line per measurement goes to stderr.
  */
 #define _GNU_SOURCE
@@ -374,6 +375,10 @@ struct io_load {
 	uint64_t hot_blocks, cold_next, dev_blocks;
 	uint64_t seed;
 	int peak_threads;
+	/* syslet's counters for the run (fdinfo), or -1. */
+	long handoffs, sync_fallbacks;
+	/* The contender is syslet: its pool's threads are its own. */
+	int syslet;
 };
 
 static uint64_t next_random(uint64_t *s)
@@ -395,10 +400,18 @@ static uint64_t next_offset(struct io_load *l)
 	return ((r >> 8) % l->hot_blocks) * BLOCK;
 }
 
+static struct syslet_ring io_ring;
+
 static void sample_threads(struct io_load *l, unsigned int done)
 {
 	if (done % 64 == 0) {
+		struct syslet_pool_stats pool;
 		int t = threads_now() - 1;
+
+		/* The syslet pool's threads count for syslet only. */
+		syslet_pool_stats(&io_ring, &pool);
+		if (!l->syslet)
+			t -= pool.threads;
 
 		if (t > l->peak_threads)
 			l->peak_threads = t;
@@ -416,8 +429,6 @@ static double psync_run(struct io_load *l)
 			die("pread");
 	return l->n / ((now_ns() - t0) / 1e9);
 }
-
-static struct syslet_ring io_ring;
 
 /*
  * The program keeps @depth reads in flight: each submit that blocks returns
@@ -458,23 +469,42 @@ static __attribute__((noinline)) double syslet_run(struct io_load *l)
 }
 
 /*
- * A ring and a pool of its own for each run, so that no spare lingers into
- * another contender's thread count: a spare parked for each read in flight,
- * and 4 more at most (the pool starts one more whenever a call found none).
+ * One ring and pool for every syslet run of B3 and B4: a spare parked for
+ * each read in flight at the deepest queue, and 4 more at most (the pool
+ * starts one more whenever a call found none). One pool only: once the
+ * program moved to a pool's thread, it can submit with a continuation to
+ * that pool's ring alone. Its counters are read before and after each run.
  */
+static int io_pool_started;
+
+static long io_counter(const char *name)
+{
+	return syslet_fdinfo_counter(io_ring.fd, name);
+}
+
 static double syslet_io_run(struct io_load *l)
 {
 	struct syslet_pool_params params = {
-		.min_spares = l->depth, .max_spares = l->depth + 4, .idle_ms = 60000,
+		.min_spares = MAX_DEPTH, .max_spares = MAX_DEPTH + 4, .idle_ms = 600000,
 	};
+	long handoffs, sync_fallbacks;
 	double iops;
 
-	if (syslet_queue_init(&io_ring, 2 * MAX_DEPTH, 4 * MAX_DEPTH) ||
-	    syslet_pool_start(&io_ring, &params))
-		die("syslet ring and pool");
+	if (!io_pool_started) {
+		if (syslet_queue_init(&io_ring, 2 * MAX_DEPTH, 4 * MAX_DEPTH) ||
+		    syslet_pool_start(&io_ring, &params))
+			die("syslet ring and pool");
+		io_pool_started = 1;
+		/* Let the spares park before the first run. */
+		while (io_counter("spares_parked") < MAX_DEPTH)
+			usleep(1000);
+	}
+	handoffs = io_counter("handoffs");
+	sync_fallbacks = io_counter("sync_fallbacks");
 	iops = syslet_run(l);
-	syslet_pool_stop(&io_ring);
-	syslet_queue_exit(&io_ring);
+	/* How the reads went: handed off, blocking their caller, or inline (B4's hits). */
+	l->handoffs = io_counter("handoffs") - handoffs;
+	l->sync_fallbacks = io_counter("sync_fallbacks") - sync_fallbacks;
 	return iops;
 }
 
@@ -643,14 +673,28 @@ static void run_io(const char *section, const char *workload, struct io_load *l,
 	double iops;
 
 	l->peak_threads = 0;
+	l->handoffs = l->sync_fallbacks = -1;
+	l->syslet = run == syslet_io_run;
 	l->seed = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)rep << 32) ^ l->depth;
 	l->cold_next = cold_cursor;
 	iops = run(l);
 	cold_cursor = l->cold_next;
 	/* The threads a contender started are gone before the next one starts. */
-	for (int i = 0; i < 1000 && threads_now() > 1; i++)
+	for (int i = 0; i < 1000; i++) {
+		struct syslet_pool_stats pool;
+
+		syslet_pool_stats(&io_ring, &pool);
+		if (threads_now() <= 1 + (int)pool.threads)
+			break;
 		usleep(1000);
+	}
 	record(section, workload, contender, l->depth, "rate", "ops/s", iops);
+	if (l->handoffs >= 0) {
+		record(section, workload, contender, l->depth, "handoffs", "per op",
+		       (double)l->handoffs / l->n);
+		record(section, workload, contender, l->depth, "sync", "per op",
+		       (double)l->sync_fallbacks / l->n);
+	}
 	if (l->depth == MAX_DEPTH)
 		record("B5", workload, contender, l->depth, "threads", "per op in flight",
 		       (double)l->peak_threads / l->depth);
@@ -799,7 +843,7 @@ int main(int argc, char **argv)
 		case 'd': device = optarg; break;
 		case 'j': json = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [-r REPS] [-n OPS] [-s B1,B2,B3,B4,B5,T] "
+			fprintf(stderr, "usage: %s [-r REPS] [-n OPS] [-s B1,B2,B3,B4,B5,T,E] "
 				"[-d DEVICE] [-j FILE]\n", argv[0]);
 			return 2;
 		}
@@ -846,9 +890,20 @@ int main(int argc, char **argv)
 	}
 	if (strstr(sections, "T"))
 		bench_threadlet(n);
+	if (strstr(sections, "E")) {
+		/* For profiles: execs of one getppid, nothing else. */
+		if (syslet_queue_init(&ring, 64, 128))
+			die("syslet_queue_init");
+		printf("E: exec of 1 getppid: %.0f ns\n", syslet_loop(4 * n, 1, __NR_getppid));
+		syslet_queue_exit(&ring);
+	}
 	print_summary();
 	if (json)
 		write_json(json, sections, n);
+	if (io_pool_started) {
+		syslet_pool_stop(&io_ring);
+		syslet_queue_exit(&io_ring);
+	}
 	io_uring_queue_exit(&uring);
 	return 0;
 }
