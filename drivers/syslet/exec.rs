@@ -53,7 +53,9 @@ use crate::{
     handoff::{
         BlockHook,
         Continuation,
-        BLOCK_HOOK_OPS, //
+        BLOCK_HOOK_OPS,
+        WOKEN_AFTER_SWITCH,
+        WOKEN_BEFORE_SWITCH, //
     },
     poll::{
         self,
@@ -114,7 +116,7 @@ pub(crate) fn exec(ctx: &Context, args: &mut ExecArgs) -> Result<isize> {
     // Atoms may not drive syslet again, on this task, until the batch is done.
     let _mark = AtomMark::new()?;
     // Small batches, the common case of latency-bound callers, are copied to the stack; larger
-    // ones to the buffer the rings keep between execs. Neither allocates.
+    // ones to the buffer the rings keep between execs (allocated once).
     let mut small = [Sqe::default(); SMALL_BATCH];
     let mut large;
     let batch: &mut [Sqe] = if max as usize <= SMALL_BATCH {
@@ -556,6 +558,11 @@ impl<'a> Batch<'a> {
         let outcome = hook
             .as_mut()
             .with_registered(|| self.run_cancellable(sqe, call, cont, expired));
+        match hook.data().woken() {
+            WOKEN_BEFORE_SWITCH => Stats::inc(&self.ctx.stats.wakes_before_switch),
+            WOKEN_AFTER_SWITCH => Stats::inc(&self.ctx.stats.wakes_after_switch),
+            _ => {}
+        }
         // The notifier is unregistered: no new block can queue the work, and its irq work is
         // synced when `hook` is dropped.
         if !cont.reclaim() {

@@ -153,15 +153,18 @@ impl Continuation {
     /// was not RUNNING.
     ///
     /// Full ordering: the submitter's user-space writes before its exec are visible to the spare
-    /// that claims (and so are the relaxed stores below, which precede the wakeup).
+    /// that claims, and so are the relaxed stores of the block's time and atom, made before it.
     fn block(&self, user_data: u64) -> bool {
-        if self.state.cmpxchg(RUNNING, BLOCKED, Full).is_err() {
+        if self.state.load(Relaxed) != RUNNING {
             return false;
         }
+        // Before the transition, which publishes them: a spare awake already (a signal, another
+        // wakeup) may claim as soon as the state is BLOCKED. Only the submitter writes them, and
+        // only while it owns the continuation.
         self.blocked_ns
             .store(self.base.elapsed().as_nanos(), Relaxed);
         self.blocked_atom.store(user_data, Relaxed);
-        true
+        self.state.cmpxchg(RUNNING, BLOCKED, Full).is_ok()
     }
 
     /// BLOCKED -> RUNNING by the submitter after an atom returned; `false` if a spare has the
@@ -285,7 +288,14 @@ pub(crate) struct BlockHook {
     /// The atom's `user_data` and system call number, in trace events.
     user_data: u64,
     nr: u32,
+    /// How the spare was woken, if it was: [`WOKEN_BEFORE_SWITCH`] or [`WOKEN_AFTER_SWITCH`].
+    woken: Atomic<u32>,
 }
+
+/// The sleep hook woke the spare.
+pub(crate) const WOKEN_BEFORE_SWITCH: u32 = 1;
+/// `sched_out` woke the spare, through irq work.
+pub(crate) const WOKEN_AFTER_SWITCH: u32 = 2;
 
 /// The operations of every [`BlockHook`] notifier, by which the sleep hook finds them.
 pub(crate) static BLOCK_HOOK_OPS: OpsTable<BlockHook> = OpsTable::new();
@@ -306,7 +316,13 @@ impl BlockHook {
             wake <- IrqWork::new(waker),
             user_data,
             nr,
+            woken: Atomic::new(0),
         })
+    }
+
+    /// How the spare was woken for this atom: 0 if it was not.
+    pub(crate) fn woken(&self) -> u32 {
+        self.woken.load(Relaxed)
     }
 
     /// The spare lent for the atom, if it is still lent (it did not leave on a signal).
@@ -325,6 +341,7 @@ impl PreemptOps for BlockHook {
         };
         if self.cont.block(self.user_data) {
             trace::block(self.cont.ctx, self.user_data, self.nr, true);
+            self.woken.store(WOKEN_BEFORE_SWITCH, Relaxed);
             spare.unpark();
         }
     }
@@ -344,6 +361,7 @@ impl PreemptOps for BlockHook {
         // Normally the sleep hook moved the state already, and this fails.
         if self.cont.block(self.user_data) {
             trace::block(self.cont.ctx, self.user_data, self.nr, true);
+            self.woken.store(WOKEN_AFTER_SWITCH, Relaxed);
             // The runqueue lock is held: the wakeup happens in the irq work.
             self.wake.queue();
         }

@@ -30,6 +30,10 @@ use kernel::{
     new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         poll::{
             PollCondVar,
             PollTable, //
@@ -170,6 +174,8 @@ pub(crate) struct Rings {
     /// lock.
     #[pin]
     batch_buf: SpinLock<Option<KVVec<Sqe>>>,
+    /// A full-size buffer was made for `batch_buf` (it may be in use now).
+    batch_buf_made: Atomic<bool>,
 }
 
 /// A buffer an exec copies its claimed submissions to; from [`Rings::batch_buffer`].
@@ -259,6 +265,7 @@ impl Rings {
                 ),
                 cq_wait <- new_poll_condvar!("Rings::cq_wait"),
                 batch_buf <- new_spinlock!(None, "Rings::batch_buf"),
+                batch_buf_made: Atomic::new(false),
             }),
             GFP_KERNEL,
         )
@@ -291,8 +298,14 @@ impl Rings {
         let kept = self.batch_buf.lock().take();
         let buf = match kept {
             Some(buf) => buf,
-            // Charged to the owner's memory cgroup, like the rings.
-            None => KVVec::from_elem(Sqe::default(), full, GFP_KERNEL_ACCOUNT)?,
+            // The first batch allocates the buffer that is kept; one that finds it in use (an
+            // exec of another thread, or one that handed off and still runs) allocates just
+            // what it needs. Charged to the owner's memory cgroup, like the rings.
+            None => {
+                let size = if self.batch_buf_made.load(Relaxed) { len } else { full };
+                self.batch_buf_made.store(true, Relaxed);
+                KVVec::from_elem(Sqe::default(), size, GFP_KERNEL_ACCOUNT)?
+            }
         };
         Ok(BatchBuffer {
             rings: self,

@@ -60,6 +60,10 @@ pub(crate) struct Stats {
     /// call blocked all the same), in an exec with a continuation: handed off to a spare, or a
     /// synchronous fallback with none parked.
     pub(crate) poll_fallbacks: Atomic<u64>,
+    /// Spares an exec's block woke from the scheduler's sleep hook, before the switch.
+    pub(crate) wakes_before_switch: Atomic<u64>,
+    /// Spares an exec's block woke from `sched_out`, through irq work, after the switch.
+    pub(crate) wakes_after_switch: Atomic<u64>,
     /// Handoff latency, from the block to the spare running: see `LATENCY_BOUNDS_US`.
     latency_us: [Atomic<u64>; 8],
 }
@@ -83,6 +87,8 @@ impl Stats {
             completed_after_poll: Atomic::new(0),
             poll_rearmed: Atomic::new(0),
             poll_fallbacks: Atomic::new(0),
+            wakes_before_switch: Atomic::new(0),
+            wakes_after_switch: Atomic::new(0),
             latency_us: [const { Atomic::new(0) }; 8],
         }
     }
@@ -120,6 +126,8 @@ impl Stats {
             ("completed_after_poll", &self.completed_after_poll),
             ("poll_rearmed", &self.poll_rearmed),
             ("poll_fallbacks", &self.poll_fallbacks),
+            ("spare_wakes_before_switch", &self.wakes_before_switch),
+            ("spare_wakes_after_switch", &self.wakes_after_switch),
         ];
         for (name, counter) in counters {
             seq_print!(m, "{}:\t{}\n", name, counter.load(Relaxed));

@@ -76,9 +76,11 @@ pub trait PreemptOps: Sync {
 
     /// The task is about to block: it set a sleeping state and called `schedule()`. Called only
     /// for notifiers created with an [`OpsTable`] for which a [`SleepHook`] is installed, and
-    /// only while the task runs syslet atoms (`task_struct::in_syslet`). Runs on the task, in
-    /// process context with preemption enabled and no scheduler lock held: unlike `sched_out`, it
-    /// may take spinlocks and wake tasks, but it must not sleep nor change the task's state.
+    /// only while the task runs syslet atoms (`task_struct::in_syslet`). Runs on the task, with
+    /// preemption disabled and no scheduler lock held: unlike `sched_out`, it may take spinlocks
+    /// and wake tasks, but it must not sleep (that would recurse into `schedule()`), change the
+    /// task's state, or register or unregister notifiers of the task (the scheduler is walking
+    /// its list).
     ///
     /// The task may still be woken before it is switched out: `sched_out` follows only if it
     /// really blocks.
@@ -88,26 +90,28 @@ pub trait PreemptOps: Sync {
 /// The operations table of the notifiers of type `T`, at one address.
 ///
 /// Notifiers created with [`PreemptNotifier::new_with`] use it, and a [`SleepHook`] recognizes
-/// them by its address. Declare one `static` per type.
+/// them by its address. Declare one `static` per type: the table is [`Opaque`], so a reference
+/// to a constant is never promoted to a copy of its own (which would have another address).
 pub struct OpsTable<T: PreemptOps> {
-    ops: bindings::preempt_ops,
+    ops: Opaque<bindings::preempt_ops>,
     _t: PhantomData<T>,
 }
 
-// SAFETY: The table is immutable: two function pointers that are safe to call from any thread.
+// SAFETY: The table is never written after initialization: two function pointers that are safe
+// to call from any thread.
 unsafe impl<T: PreemptOps> Sync for OpsTable<T> {}
 
 impl<T: PreemptOps> OpsTable<T> {
     /// The table of `T`.
     pub const fn new() -> Self {
         Self {
-            ops: PreemptNotifier::<T>::OPS,
+            ops: Opaque::new(PreemptNotifier::<T>::OPS),
             _t: PhantomData,
         }
     }
 
     fn as_ptr(&'static self) -> *mut bindings::preempt_ops {
-        (&self.ops as *const bindings::preempt_ops).cast_mut()
+        self.ops.get()
     }
 }
 

@@ -203,6 +203,9 @@ TEST_F(handoff, pipe_read_hands_off)
 	syslet_cqe_seen(&self->ring);
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "completed_async"));
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spares_parked"));
+	/* The spare was woken by the scheduler's sleep hook, before the switch. */
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spare_wakes_before_switch"));
+	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spare_wakes_after_switch"));
 }
 
 TEST_F(handoff, no_spare_is_synchronous_fallback)
