@@ -454,8 +454,14 @@ static __attribute__((noinline)) double syslet_run(struct io_load *l)
 			if (ret != 1 && ret != SYSLET_WENT_ASYNC)
 				die("syslet_submit_async");
 		}
-		if (!syslet_peek_cqe(&io_ring) && syslet_wait(&io_ring, 1, -1) < 0)
-			die("syslet_wait");
+		while (!syslet_peek_cqe(&io_ring)) {
+			int ret = syslet_wait(&io_ring, 1, -1);
+
+			if (ret < 0 && ret != -EINTR) {
+				errno = -ret;
+				die("syslet_wait");
+			}
+		}
 		for (struct syslet_cqe *cqe; (cqe = syslet_peek_cqe(&io_ring));) {
 			if (cqe->res != BLOCK) {
 				errno = cqe->res < 0 ? -cqe->res : EIO;
@@ -525,8 +531,15 @@ static double uring_run(struct io_load *l)
 					   io_bufs[submitted % MAX_DEPTH], BLOCK, next_offset(l));
 			submitted++;
 		}
-		if (io_uring_submit_and_wait(&r, 1) < 0)
+		int ret;
+
+		do
+			ret = io_uring_submit_and_wait(&r, 1);
+		while (ret == -EINTR);
+		if (ret < 0) {
+			errno = -ret;
 			die("io_uring_submit_and_wait");
+		}
 		while (io_uring_peek_cqe(&r, &cqe) == 0) {
 			if (cqe->res != BLOCK) {
 				errno = cqe->res < 0 ? -cqe->res : EIO;
@@ -573,9 +586,19 @@ static double aio_run(struct io_load *l)
 			ptrs[batch++] = &cbs[s];
 			submitted++;
 		}
-		if (batch && syscall(SYS_io_submit, ctx, batch, ptrs) != batch)
-			die("io_submit");
-		got = syscall(SYS_io_getevents, ctx, 1, MAX_DEPTH, events, NULL);
+		if (batch) {
+			long ret;
+
+			do
+				ret = syscall(SYS_io_submit, ctx, batch, ptrs);
+			while (ret < 0 && errno == EINTR);
+			if (ret != batch)
+				die("io_submit");
+		}
+		/* The runtime's spares may take signals while this thread waits. */
+		do
+			got = syscall(SYS_io_getevents, ctx, 1, MAX_DEPTH, events, NULL);
+		while (got < 0 && errno == EINTR);
 		if (got < 1)
 			die("io_getevents");
 		for (long i = 0; i < got; i++) {
