@@ -75,6 +75,9 @@ log "bench: $reps repetitions on the $flavor kernel; progress below"
 run_guest "sh '$run/guest-bench.sh'" --rwdir "$run" --append "$nullb" 2>&1 | cat
 /usr/bin/python3 "$REPO/scripts/bench-report.py" "$run" "$REPO"
 for f in "$run"/perf-*.txt; do
-	[ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }
+	[ -f "$f" ] || continue
+	echo "== $(basename "$f")"
+	cat "$f"
+	cp "$f" "$REPO/bench/"
 done
 log "bench: done in $(($(date +%s) - start)) s; bench/results.json, bench/results.png, README.md"
