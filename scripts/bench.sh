@@ -57,9 +57,10 @@ for d in 1 8 32; do
 done
 GUEST
 if [ "${SYSLET_BENCH_PERF:-0}" = 1 ]; then
-	# A cpu-clock profile of one-atom execs (E) and of handoffs (B2); perf's
-	# data must be on a local file system.
-	for s in E B2; do
+	# A cpu-clock profile of one-atom execs (E), the same naming a
+	# continuation (C), and handoffs (B2); perf's data must be on a local
+	# file system.
+	for s in E C B2; do
 		cat >>"$run/guest-bench.sh" <<GUEST
 perf record -q -a -g -e cpu-clock -F 10000 -o /dev/shm/\$\$.data -- \\
 	'$OUT/samples/syslet_bench' -r 1 -s $s -n $ops >/dev/null 2>&1

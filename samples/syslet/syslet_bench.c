@@ -20,6 +20,7 @@
  *     had beyond the submitting one, per operation in flight.
  *  T  threadlets and continuations that do not block (not in the JSON).
  *  E  a loop of execs of one getppid, for profiles (not in the JSON).
+ *  C  the same, each exec naming a continuation (libsyslet's runtime).
  *
  * Usage: syslet_bench [-r REPS] [-n OPS] [-s SECTIONS] [-d DEVICE] [-j FILE]
  *   -s: the sections to run, e.g. B1,B2 (default B1,B2,B3,B4,B5; B5 is
@@ -866,7 +867,7 @@ int main(int argc, char **argv)
 		case 'd': device = optarg; break;
 		case 'j': json = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [-r REPS] [-n OPS] [-s B1,B2,B3,B4,B5,T,E] "
+			fprintf(stderr, "usage: %s [-r REPS] [-n OPS] [-s B1,B2,B3,B4,B5,T,E,C] "
 				"[-d DEVICE] [-j FILE]\n", argv[0]);
 			return 2;
 		}
@@ -913,6 +914,27 @@ int main(int argc, char **argv)
 	}
 	if (strstr(sections, "T"))
 		bench_threadlet(n);
+	if (strstr(sections, "C")) {
+		/* For profiles: execs of one getppid naming a continuation (a spare parked). */
+		struct syslet_pool_params params = { .min_spares = 1, .max_spares = 1,
+						      .idle_ms = 1000 };
+		static struct syslet_ring cring;
+		double t0;
+
+		if (syslet_queue_init(&cring, 8, 0) || syslet_pool_start(&cring, &params))
+			die("continuation ring");
+		t0 = now_ns();
+		for (unsigned int i = 0; i < 4 * n; i++) {
+			syslet_prep(syslet_get_sqe(&cring), __NR_getppid, 0, 0, 0, 0, 0, 0);
+			if (syslet_submit_async(&cring, 1) != 1)
+				die("submit_async");
+			syslet_cqe_seen(&cring);
+		}
+		printf("C: exec of 1 getppid naming a continuation: %.0f ns\n",
+		       (now_ns() - t0) / (4 * n));
+		syslet_pool_stop(&cring);
+		syslet_queue_exit(&cring);
+	}
 	if (strstr(sections, "E")) {
 		/* For profiles: execs of one getppid, nothing else. */
 		if (syslet_queue_init(&ring, 64, 128))
