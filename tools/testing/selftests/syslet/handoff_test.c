@@ -76,6 +76,8 @@ struct submitter {
 	uint64_t args[6];
 	uint64_t cookie;
 	uint64_t user_data;
+	/* getppid atoms queued after the first, with user_data + 1, + 2... */
+	unsigned int then_getppid;
 	volatile int ret;
 	volatile int handed_off;
 	volatile int done;
@@ -92,9 +94,14 @@ static void *submitter_main(void *data)
 	syslet_prep(sqe, s->nr, s->args[0], s->args[1], s->args[2], s->args[3], s->args[4],
 		    s->args[5]);
 	sqe->user_data = s->user_data;
+	for (unsigned int i = 1; i <= s->then_getppid; i++) {
+		sqe = syslet_get_sqe(s->ring);
+		syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+		sqe->user_data = s->user_data + i;
+	}
 	__atomic_store_n(&s->ring->hdr->sq_tail, s->ring->sq_tail, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(s->sq_lock);
-	s->ret = syslet_submit_cont(s->ring, 1, s->cookie, &handed);
+	s->ret = syslet_submit_cont(s->ring, 1 + s->then_getppid, s->cookie, &handed);
 	s->handed_off = handed;
 	s->done = 1;
 	return NULL;
@@ -206,6 +213,70 @@ TEST_F(handoff, pipe_read_hands_off)
 	/* The spare was woken by the scheduler's sleep hook, before the switch. */
 	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "spare_wakes_before_switch"));
 	EXPECT_EQ(0, syslet_fdinfo_counter(self->ring.fd, "spare_wakes_after_switch"));
+}
+
+/*
+ * Batches of more than 4 atoms are copied to a buffer the ring keeps between
+ * execs. A batch that handed off still holds it while it runs; an exec of
+ * the program on the spare meanwhile gets a buffer of its own. Every atom of
+ * both completes exactly once, with its own result.
+ */
+TEST_F(handoff, large_batches_of_two_threads_do_not_share_a_buffer)
+{
+	enum { AFTER = 7, OTHER = 9 };
+	struct syslet_cqe cqes[1 + AFTER + OTHER];
+	int seen[1 + AFTER + OTHER] = { 0 };
+	struct submitter sub;
+	struct spare spare;
+	char buf[4] = { 0 };
+	int n, slot;
+
+	start_spare(&spare, &self->ring, 0);
+	ASSERT_EQ(0, wait_counter(self->ring.fd, "spares_parked", 1));
+	memset(&sub, 0, sizeof(sub));
+	sub.ring = &self->ring;
+	sub.sq_lock = &self->sq_lock;
+	sub.nr = __NR_read;
+	sub.args[0] = self->pipe[0];
+	sub.args[1] = (uintptr_t)buf;
+	sub.args[2] = 1;
+	sub.cookie = 1;
+	sub.user_data = 100;
+	sub.then_getppid = AFTER;
+	pthread_create(&sub.thread, NULL, submitter_main, &sub);
+	/* The read blocked: its exec consumed all 8 and holds the kept buffer. */
+	pthread_join(spare.thread, NULL);
+	ASSERT_EQ(0, spare.ret);
+	pthread_mutex_lock(&self->sq_lock);
+	for (int i = 0; i < OTHER; i++) {
+		struct syslet_sqe *sqe = syslet_get_sqe(&self->ring);
+
+		syslet_prep(sqe, __NR_getppid, 0, 0, 0, 0, 0, 0);
+		sqe->user_data = 200 + i;
+	}
+	EXPECT_EQ(OTHER, syslet_submit(&self->ring));
+	pthread_mutex_unlock(&self->sq_lock);
+	ASSERT_EQ(1, write(self->pipe[1], "x", 1));
+	pthread_join(sub.thread, NULL);
+	EXPECT_EQ(1 + AFTER, sub.ret);
+	EXPECT_TRUE(sub.handed_off);
+	n = reap_cqes(&self->ring, cqes, 1 + AFTER + OTHER);
+	ASSERT_EQ(1 + AFTER + OTHER, n);
+	for (int i = 0; i < n; i++) {
+		uint64_t u = cqes[i].user_data;
+
+		slot = u == 100 ? 0 : u > 100 && u <= 100 + AFTER ? (int)(u - 100) :
+			   u >= 200 && u < 200 + OTHER ? 1 + AFTER + (int)(u - 200) : -1;
+		EXPECT_GE(slot, 0) TH_LOG("unknown user_data %llu", (unsigned long long)u);
+		if (slot >= 0)
+			seen[slot]++;
+		EXPECT_EQ(u == 100 ? 1 : getppid(), cqes[i].res) TH_LOG("user_data %llu",
+								     (unsigned long long)u);
+	}
+	for (slot = 0; slot < n; slot++) {
+		EXPECT_EQ(1, seen[slot]) TH_LOG("completion %d seen %d times", slot, seen[slot]);
+	}
+	EXPECT_EQ(1, syslet_fdinfo_counter(self->ring.fd, "handoffs"));
 }
 
 TEST_F(handoff, no_spare_is_synchronous_fallback)

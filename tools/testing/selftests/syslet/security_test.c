@@ -273,6 +273,57 @@ static void *swapper_main(void *data)
 	return NULL;
 }
 
+/* How atoms ioctl()ing a swapped descriptor completed. */
+struct swapped_results {
+	long notty;	/* reached /dev/null */
+	long refused;	/* the check up front saw the device */
+	long marked;	/* the per-task mark refused it */
+	long bad;	/* anything else: a syslet ioctl ran inside an atom */
+};
+
+/*
+ * Runs @batch atoms ioctl(@target, @cmd, @arg) in one exec and counts how
+ * each completed in @r; returns the exec's result.
+ */
+static int run_swapped_ioctls(struct syslet_ring *ring, int target, int batch,
+			      unsigned long cmd, void *arg, struct swapped_results *r)
+{
+	int ret;
+
+	for (int i = 0; i < batch; i++)
+		prep(ring, i, __NR_ioctl, target, cmd, (uintptr_t)arg, 0);
+	ret = syslet_submit(ring);
+	for (int i = 0; i < ret; i++) {
+		struct syslet_cqe cqe = take_cqe(ring);
+
+		if (cqe.res == -ENOTTY && !(cqe.flags & SYSLET_CQE_F_REFUSED)) {
+			r->notty++;
+		} else if (cqe.res == -EDEADLK) {
+			if (cqe.flags & SYSLET_CQE_F_REFUSED)
+				r->refused++;
+			else
+				r->marked++;
+		} else if (r->bad++ < 3) {
+			fprintf(stderr, "# ioctl %#lx: res %lld flags %#x\n", cmd,
+				(long long)cqe.res, cqe.flags);
+		}
+	}
+	return ret;
+}
+
+/* Starts @thread swapping the syslet device @syslet_fd and /dev/null at @target. */
+static int start_swapper(struct swapper *s, pthread_t *thread, int target, int syslet_fd)
+{
+	*s = (struct swapper){
+		.target = target,
+		.null_fd = open("/dev/null", O_RDWR | O_CLOEXEC),
+		.syslet_fd = syslet_fd,
+	};
+	if (s->null_fd < 0 || dup2(s->null_fd, target) != target)
+		return -1;
+	return pthread_create(thread, NULL, swapper_main, s);
+}
+
 /*
  * Atoms ioctl() a descriptor that another thread keeps switching between
  * /dev/null and the syslet device: whatever the check up front saw, a syslet
@@ -284,50 +335,23 @@ TEST(reentry_swapped_descriptor_race)
 {
 	enum { TARGET = 100, BATCH = 8, ROUNDS = 250 };
 	struct syslet_wait wait = { .min_complete = 0, .timeout_ns = 0 };
-	long notty = 0, refused = 0, marked = 0, bad = 0;
+	struct swapped_results r = { 0 };
 	struct syslet_ring ring;
 	struct swapper swapper;
 	pthread_t thread;
 
 	REQUIRE_SYSLET();
 	ASSERT_EQ(0, syslet_queue_init(&ring, BATCH, 2 * BATCH));
-	swapper = (struct swapper){
-		.target = TARGET,
-		.null_fd = open("/dev/null", O_RDWR | O_CLOEXEC),
-		.syslet_fd = ring.fd,
-	};
-	ASSERT_GE(swapper.null_fd, 0);
-	ASSERT_EQ(TARGET, dup2(swapper.null_fd, TARGET));
-	ASSERT_EQ(0, pthread_create(&thread, NULL, swapper_main, &swapper));
-	for (int round = 0; round < ROUNDS; round++) {
-		for (int i = 0; i < BATCH; i++)
-			prep(&ring, round * BATCH + i, __NR_ioctl, TARGET, SYSLET_IOC_WAIT,
-			     (uintptr_t)&wait, 0);
-		ASSERT_EQ(BATCH, syslet_submit(&ring));
-		for (int i = 0; i < BATCH; i++) {
-			struct syslet_cqe cqe = take_cqe(&ring);
-
-			if (cqe.res == -ENOTTY && !(cqe.flags & SYSLET_CQE_F_REFUSED)) {
-				notty++;
-			} else if (cqe.res == -EDEADLK) {
-				if (cqe.flags & SYSLET_CQE_F_REFUSED)
-					refused++;
-				else
-					marked++;
-			} else {
-				if (bad++ < 5)
-					TH_LOG("atom %llu: res %lld flags %#x",
-					       (unsigned long long)cqe.user_data,
-					       (long long)cqe.res, cqe.flags);
-			}
-		}
-	}
+	ASSERT_EQ(0, start_swapper(&swapper, &thread, TARGET, ring.fd));
+	for (int round = 0; round < ROUNDS; round++)
+		ASSERT_EQ(BATCH, run_swapped_ioctls(&ring, TARGET, BATCH, SYSLET_IOC_WAIT,
+						    &wait, &r));
 	swapper.stop = 1;
 	pthread_join(thread, NULL);
 	TH_LOG("%ld swaps: %ld reached /dev/null, %ld refused up front, %ld by the task mark",
-	       swapper.swaps, notty, refused, marked);
-	EXPECT_EQ(0, bad);
-	EXPECT_EQ(ROUNDS * BATCH, notty + refused + marked);
+	       swapper.swaps, r.notty, r.refused, r.marked);
+	EXPECT_EQ(0, r.bad);
+	EXPECT_EQ(ROUNDS * BATCH, r.notty + r.refused + r.marked);
 	close(TARGET);
 	close(swapper.null_fd);
 	syslet_queue_exit(&ring);
@@ -373,44 +397,19 @@ TEST(reentry_mark_refuses_every_ioctl_through_a_swapped_descriptor)
 
 	REQUIRE_SYSLET();
 	ASSERT_EQ(0, syslet_queue_init(&ring, BATCH, 2 * BATCH));
-	swapper = (struct swapper){
-		.target = TARGET,
-		.null_fd = open("/dev/null", O_RDWR | O_CLOEXEC),
-		.syslet_fd = ring.fd,
-	};
-	ASSERT_GE(swapper.null_fd, 0);
-	ASSERT_EQ(TARGET, dup2(swapper.null_fd, TARGET));
-	ASSERT_EQ(0, pthread_create(&thread, NULL, swapper_main, &swapper));
+	ASSERT_EQ(0, start_swapper(&swapper, &thread, TARGET, ring.fd));
 	for (unsigned int k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-		long notty = 0, refused = 0, marked = 0, bad = 0;
+		struct swapped_results r = { 0 };
 		int round;
 
-		for (round = 0; round < MAX_ROUNDS && marked < WANT_MARKED; round++) {
-			for (int i = 0; i < BATCH; i++)
-				prep(&ring, i, __NR_ioctl, TARGET, kinds[k].cmd,
-				     (uintptr_t)kinds[k].arg, 0);
-			ASSERT_EQ(BATCH, syslet_submit(&ring));
-			for (int i = 0; i < BATCH; i++) {
-				struct syslet_cqe cqe = take_cqe(&ring);
-
-				if (cqe.res == -ENOTTY && !(cqe.flags & SYSLET_CQE_F_REFUSED)) {
-					notty++;
-				} else if (cqe.res == -EDEADLK) {
-					if (cqe.flags & SYSLET_CQE_F_REFUSED)
-						refused++;
-					else
-						marked++;
-				} else if (bad++ < 3) {
-					TH_LOG("%s: res %lld flags %#x", kinds[k].what,
-					       (long long)cqe.res, cqe.flags);
-				}
-			}
-		}
+		for (round = 0; round < MAX_ROUNDS && r.marked < WANT_MARKED; round++)
+			ASSERT_EQ(BATCH, run_swapped_ioctls(&ring, TARGET, BATCH, kinds[k].cmd,
+							    kinds[k].arg, &r));
 		TH_LOG("%s: %d rounds: %ld reached /dev/null, %ld refused up front, %ld by the mark",
-		       kinds[k].what, round, notty, refused, marked);
-		EXPECT_EQ(0, bad) TH_LOG("%s ran inside an atom", kinds[k].what);
-		EXPECT_GE(marked, WANT_MARKED) TH_LOG("%s: the mark was never reached",
-						       kinds[k].what);
+		       kinds[k].what, round, r.notty, r.refused, r.marked);
+		EXPECT_EQ(0, r.bad) TH_LOG("%s ran inside an atom", kinds[k].what);
+		EXPECT_GE(r.marked, WANT_MARKED) TH_LOG("%s: the mark was never reached",
+							 kinds[k].what);
 	}
 	swapper.stop = 1;
 	pthread_join(thread, NULL);
