@@ -822,30 +822,32 @@ static void bench_threadlet(unsigned int n)
 	syslet_queue_exit(&tring);
 }
 
-/* Prints one line per B1/B2/B3/B4 measurement: medians over the repetitions. */
+/* Whether @a and @b are figures of the same measurement (in different repetitions). */
+static int same_series(const struct figure *a, const struct figure *b)
+{
+	return !strcmp(a->section, b->section) && !strcmp(a->workload, b->workload) &&
+	       !strcmp(a->contender, b->contender) && a->param == b->param &&
+	       !strcmp(a->metric, b->metric);
+}
+
+/* Prints one line per measurement: its median over the repetitions. */
 static void print_summary(void)
 {
 	printf("syslet_bench: medians of %d repetition(s)\n", reps);
 	for (unsigned int i = 0; i < nr_figures; i++) {
 		const struct figure *g = &figures[i];
+		unsigned int k = 0, j;
 		double v[64];
-		unsigned int k = 0, seen = 0;
 
 		if (!strcmp(g->metric, "sample"))
 			continue;
-		/* First occurrence of each (section, workload, contender, param, metric). */
-		for (unsigned int j = 0; j < i && !seen; j++)
-			seen = !strcmp(figures[j].section, g->section) &&
-			       !strcmp(figures[j].workload, g->workload) &&
-			       !strcmp(figures[j].contender, g->contender) &&
-			       figures[j].param == g->param && !strcmp(figures[j].metric, g->metric);
-		if (seen)
+		/* Only at its first figure. */
+		for (j = 0; j < i && !same_series(&figures[j], g); j++)
+			;
+		if (j < i)
 			continue;
-		for (unsigned int j = i; j < nr_figures && k < 64; j++)
-			if (!strcmp(figures[j].section, g->section) &&
-			    !strcmp(figures[j].workload, g->workload) &&
-			    !strcmp(figures[j].contender, g->contender) &&
-			    figures[j].param == g->param && !strcmp(figures[j].metric, g->metric))
+		for (j = i; j < nr_figures && k < 64; j++)
+			if (same_series(&figures[j], g))
 				v[k++] = figures[j].value;
 		printf("  %-3s %-8s %-10s %3d %-8s %12.1f %s\n", g->section, g->workload,
 		       g->contender, g->param, g->metric, percentile(v, k, 50), g->unit);
