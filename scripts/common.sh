@@ -5,7 +5,9 @@
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SYSLET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syslet}
 VNG_VENV=$CACHE/virtme-ng
-KVER=7.2
+# The kernel version: Debian's linux-source-$KVER. CI builds the default; see
+# "Kernel versions" in the README for the other one.
+KVER=${SYSLET_KVER:-7.2}
 LLVM_SUFFIX=-19
 export PATH="$HOME/.cargo/bin:$VNG_VENV/bin:$PATH"
 export LIBCLANG_PATH=/usr/lib/llvm-19/lib

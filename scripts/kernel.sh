@@ -50,6 +50,20 @@ TREE=$SRC/linux-source-$KVER
 PRISTINE=$SRC/pristine-$KVER	# originals of every file the overlay touched
 MAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)")
 
+# The patches for $KVER, in order: kernel/patches/NNNN-*.patch, each replaced
+# by kernel/patches/$KVER/'s patch of the same name where the newer kernel
+# needed one rebased (see "Kernel versions" in the README).
+patches() {
+	local p
+	for p in "$REPO"/kernel/patches/*.patch; do
+		if [ -f "$REPO/kernel/patches/$KVER/${p##*/}" ]; then
+			echo "$REPO/kernel/patches/$KVER/${p##*/}"
+		else
+			echo "$p"
+		fi
+	done
+}
+
 # Hash of everything that decides the built kernel. The 160 MB tarball is
 # hashed once per run.
 tarball_hash=$(sha256sum "$tarball" | cut -d' ' -f1)
@@ -57,7 +71,7 @@ overlay_hash() {
 	(
 		cd "$REPO"
 		echo "$tarball_hash"
-		find rust kernel/patches -type f | LC_ALL=C sort | xargs sha256sum
+		{ find rust -type f; patches | sed "s|^$REPO/||"; } | LC_ALL=C sort | xargs sha256sum
 	) | sha256sum | cut -d' ' -f1
 }
 config_hash() {
@@ -82,7 +96,7 @@ extract() {
 # Files the overlay writes: rust/ copies and every file a patch touches.
 overlay_files() {
 	(cd "$REPO" && find rust -type f)
-	cat "$REPO"/kernel/patches/*.patch | sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p'
+	patches | xargs cat | sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p'
 }
 
 apply_overlay() {
@@ -106,7 +120,7 @@ apply_overlay() {
 		fi
 	done <"$stage.files"
 	(cd "$REPO" && find rust -type f -exec cp --parents {} "$stage/" \;)
-	for p in "$REPO"/kernel/patches/*.patch; do
+	for p in $(patches); do
 		patch -s -p1 -d "$stage" --no-backup-if-mismatch <"$p" ||
 			{ log "kernel: $(basename "$p") does not apply"; exit 1; }
 	done
