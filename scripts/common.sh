@@ -23,3 +23,11 @@ export RUSTC
 log() {
 	printf '%s\n' "$*" >&2
 }
+
+# V=1 (make V=1, or SYSLET_V=1): every command shown, as kbuild does.
+if [ "${SYSLET_V:-0}" = 1 ]; then
+	MAKE_QUIET=(V=1)
+	set -x
+else
+	MAKE_QUIET=(-s)
+fi

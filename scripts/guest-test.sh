@@ -5,7 +5,7 @@
 # rmmod is refused while the device is open and works after, and scan dmesg.
 # Prints TAP-style "ok N name" / "not ok N name" lines.
 
-ko=$1
+ko=$1		# the module's .ko, or "builtin": the kernel has it built in
 suites=$2	# directory of kselftest programs
 log=$3		# a file on the host: the console may drop early output
 programs=${4:-*_test}	# which of the kselftest programs to run
@@ -27,8 +27,14 @@ check() {
 	fi
 }
 
-check insmod insmod "$ko"
-check device_node test -c /dev/syslet
+if [ "$ko" = builtin ]; then
+	# Built in: the device is there from boot, and no module is loaded.
+	check device_node_at_boot test -c /dev/syslet
+	check built_in_not_a_module bash -c '! grep -qw "^syslet" /proc/modules'
+else
+	check insmod insmod "$ko"
+	check device_node test -c /dev/syslet
+fi
 
 # Every program the kselftest Makefile built (TEST_GEN_PROGS).
 for t in "$suites"/$programs; do
@@ -42,11 +48,13 @@ if [ "$programs" = "*_test" ]; then
 fi
 
 # While a file is open the module is pinned.
-exec 3</dev/syslet
-check rmmod_refused_while_open bash -c '! rmmod syslet 2>/dev/null'
-exec 3<&-
-check rmmod_after_close rmmod syslet
-check device_node_gone test ! -e /dev/syslet
+if [ "$ko" != builtin ]; then
+	exec 3</dev/syslet
+	check rmmod_refused_while_open bash -c '! rmmod syslet 2>/dev/null'
+	exec 3<&-
+	check rmmod_after_close rmmod syslet
+	check device_node_gone test ! -e /dev/syslet
+fi
 
 # Real reports only: a lockdep kernel mentions "lockdep" at boot by design,
 # and a user program's fault ("traps: prog[pid] general protection fault",

@@ -6,7 +6,7 @@
 # Builds the syslet module against $TREE.
 build_module() {
 	log "module: building drivers/syslet"
-	make -s -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" modules >&2
+	make "${MAKE_QUIET[@]}" -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" modules >&2
 }
 
 # Builds the kselftests (as the kernel's selftest build does) and samples.
@@ -17,10 +17,10 @@ build_user() {
 	rsync -a --delete "$REPO/tools/testing/selftests/syslet/" "$ksft/"
 	log "user: building libsyslet, kselftests and samples"
 	mkdir -p "$OUT/lib"
-	make -s -C "$REPO/tools/lib/syslet" OUTPUT="$OUT/lib/" >&2
-	make -s -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
+	make "${MAKE_QUIET[@]}" -C "$REPO/tools/lib/syslet" OUTPUT="$OUT/lib/" >&2
+	make "${MAKE_QUIET[@]}" -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
 	build_rust_guest_test
-	make -s -C "$REPO/samples/syslet" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/samples" >&2
+	make "${MAKE_QUIET[@]}" -C "$REPO/samples/syslet" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/samples" >&2
 }
 
 # Builds the Rust crate's guest test (tests/guest.rs, TAP output) as one more
@@ -49,10 +49,20 @@ rust_host_tests() {
 
 # Renders libsyslet's man pages, which must show no warning; a TAP line.
 man_pages_check() {
-	if make -s -C "$REPO/tools/lib/syslet" check-man >&2; then
+	if make "${MAKE_QUIET[@]}" -C "$REPO/tools/lib/syslet" check-man >&2; then
 		echo "ok 202 host.man_pages_render_cleanly"
 	else
 		echo "not ok 202 host.man_pages_render_cleanly"
+	fi
+}
+
+# Renders Documentation/ (docutils) and the man pages, warnings failing; a
+# TAP line.
+docs_check() {
+	if "$REPO/scripts/docs.sh" >&2; then
+		echo "ok 203 host.docs_render_cleanly"
+	else
+		echo "not ok 203 host.docs_render_cleanly"
 	fi
 }
 
@@ -105,17 +115,27 @@ run_guest() {
 	local cmd=$1 extra=()
 	shift
 	[ -n "${SYSLET_QEMU_OPTS:-}" ] && extra=(--qemu-opts="$SYSLET_QEMU_OPTS")
-	timeout 1800 vng --run "$TREE" "${VNG_ACCEL[@]}" --force-9p --cpus 2 --memory 2G \
+	# SYSLET_BOOT_IMAGE: another kernel image (scripts/deb.sh: the one the
+	# package installed) instead of $TREE's.
+	timeout 1800 vng --run "${SYSLET_BOOT_IMAGE:-$TREE}" "${VNG_ACCEL[@]}" --force-9p --cpus 2 --memory 2G \
 		--cwd "$REPO" "${extra[@]}" "$@" --exec "$cmd" </dev/null
 }
 
-# Everything before booting: dependencies, kernel (flavor $1: test, release
-# or kasan), module, user programs, and the choice of accelerator. Sets TREE,
-# OUT and VNG_ACCEL.
+# Everything before booting: dependencies, kernel (flavor $1: test, release,
+# kasan or intree), module, user programs, and the choice of accelerator. Sets
+# TREE, MODULE (the .ko, or "builtin"), OUT and VNG_ACCEL.
 prepare_guest() {
 	"$REPO/scripts/bootstrap.sh"
 	TREE=$("$REPO/scripts/kernel.sh" "$1")
-	build_module
+	# The in-tree flavor has the driver built in (scripts/intree.sh).
+	if [ "$1" = intree ]; then
+		MODULE=builtin
+	elif [ -n "${SYSLET_BOOT_MODULE:-}" ]; then
+		MODULE=$SYSLET_BOOT_MODULE	# scripts/deb.sh: built elsewhere
+	else
+		build_module
+		MODULE=$REPO/drivers/syslet/syslet.ko
+	fi
 	build_user
 	choose_accel
 }

@@ -5,8 +5,9 @@
 # and kselftests, boot the kernel under virtme-ng, run the suite there and
 # scan the guest's dmesg. Ends with "N passed, N failed[, N skipped]".
 #
-# Usage: test.sh [test|kasan]: the kernel flavor (scripts/kernel.sh) to boot;
-# scripts/test-kasan.sh is test.sh kasan. SYSLET_SUITES (a glob, default
+# Usage: test.sh [test|kasan|intree]: the kernel flavor (scripts/kernel.sh) to
+# boot; scripts/test-kasan.sh is test.sh kasan, scripts/intree.sh runs
+# test.sh intree (the driver built into the kernel). SYSLET_SUITES (a glob, default
 # *_test) picks the kselftest programs and SYSLET_FUZZ_OPS sets fuzz_test's
 # operations (scripts/fuzz.sh uses both).
 
@@ -54,7 +55,7 @@ while :; do
 	rm -f "$results/qemu.log"
 	run_guest "SYSLET_FUZZ_OPS=${SYSLET_FUZZ_OPS:-20000} SYSLET_FUZZ_SEED=${SYSLET_FUZZ_SEED:-2007} \
 		scripts/guest-test.sh \
-		'$REPO/drivers/syslet/syslet.ko' '$OUT/selftests' '$out' '${SYSLET_SUITES:-*_test}'" \
+		'$MODULE' '$OUT/selftests' '$out' '${SYSLET_SUITES:-*_test}'" \
 		"${boot_opts[@]}" >"$results/console" 2>&1 || true
 	if grep -q '^syslet-guest: started' "$out" || [ "$attempt" -ge "$attempts" ]; then
 		break
@@ -67,6 +68,7 @@ cat "$out"
 # The host side: the Rust crate's unit tests, which need no module.
 rust_host_tests | tee -a "$out"
 man_pages_check | tee -a "$out"
+docs_check | tee -a "$out"
 
 passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
 skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' "$out" || true)

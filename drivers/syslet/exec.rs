@@ -363,7 +363,12 @@ impl<'a> Batch<'a> {
     ///
     /// Completions are never held back to the end of the batch: another thread of the owner may
     /// be waiting for one before it does what a later atom waits for.
-    fn run_entries(&mut self, entries: &[Sqe], mut resumed: Option<Resumed>, mut chain: ChainState) {
+    fn run_entries(
+        &mut self,
+        entries: &[Sqe],
+        mut resumed: Option<Resumed>,
+        mut chain: ChainState,
+    ) {
         let mut i = 0;
         while let Some(entry) = entries.get(i) {
             let polled = resumed.is_some();
@@ -541,7 +546,12 @@ impl<'a> Batch<'a> {
 
     /// Runs one checked atom, watched for a block if the exec has a continuation the submitter
     /// still owns; `expired` says whether its time limit is up.
-    fn run_watched(&mut self, sqe: &Sqe, call: CheckedSyscall, expired: &dyn Fn() -> bool) -> Outcome {
+    fn run_watched(
+        &mut self,
+        sqe: &Sqe,
+        call: CheckedSyscall,
+        expired: &dyn Fn() -> bool,
+    ) -> Outcome {
         self.blocked = false;
         let Some(cont) = self.cont else {
             return Outcome::ran(run_call(call, &|| expired().then_some(ETIME)));

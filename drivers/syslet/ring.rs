@@ -114,11 +114,11 @@ impl RingLayout {
     /// Validates the sizes user space asked for and lays the region out.
     ///
     /// Fails with `EINVAL` for sizes that are zero, not powers of two or out of bounds, for
-    /// unknown flags and for nonzero reserved fields.
+    /// unknown flags and for nonzero reserved fields. The output fields are ignored: a structure
+    /// filled by an earlier setup may be passed again.
     pub(crate) fn new(params: &Params) -> Result<Self> {
         if params.flags & !SETUP_VALID_FLAGS != 0
             || params.resv0 != 0
-            || params.threadlets_off != 0
             || params.resv.iter().any(|&r| r != 0)
         {
             return Err(EINVAL);
@@ -197,7 +197,9 @@ impl core::ops::Deref for BatchBuffer<'_> {
 impl core::ops::DerefMut for BatchBuffer<'_> {
     fn deref_mut(&mut self) -> &mut [Sqe] {
         let len = self.len;
-        self.buf.as_deref_mut().map_or(&mut [], |buf| &mut buf[..len])
+        self.buf
+            .as_deref_mut()
+            .map_or(&mut [], |buf| &mut buf[..len])
     }
 }
 
@@ -302,7 +304,11 @@ impl Rings {
             // exec of another thread, or one that handed off and still runs) allocates just
             // what it needs. Charged to the owner's memory cgroup, like the rings.
             None => {
-                let size = if self.batch_buf_made.load(Relaxed) { len } else { full };
+                let size = if self.batch_buf_made.load(Relaxed) {
+                    len
+                } else {
+                    full
+                };
                 self.batch_buf_made.store(true, Relaxed);
                 KVVec::from_elem(Sqe::default(), size, GFP_KERNEL_ACCOUNT)?
             }

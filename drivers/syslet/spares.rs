@@ -22,9 +22,8 @@ use kernel::{
         ListArc,
         ListLinks, //
     },
-    new_spinlock,
+    new_condvar, new_spinlock,
     prelude::*,
-    new_condvar,
     sync::{
         atomic::{
             Atomic,
@@ -389,15 +388,18 @@ fn claimable(threadlet: &Threadlet, task: &Task, current: &Task) -> bool {
 
 /// Takes over the continuation of a blocked threadlet of `set`, if there is one the current
 /// task may take; `Err` if `write_cookie` faulted.
-fn claim_threadlet(set: &Threadlets, write_cookie: &mut impl FnMut(u64) -> Result) -> Result<Option<u64>> {
+fn claim_threadlet(
+    set: &Threadlets,
+    write_cookie: &mut impl FnMut(u64) -> Result,
+) -> Result<Option<u64>> {
     let current = current!();
     // Each threadlet is tried once: one that cannot be taken (its thread ran again, a result
     // is pending, no completion room) does not hide the others.
     let mut tried = 0u64;
     loop {
-        let Some(notifier) = set.find(|t, task| {
-            t.index_bit() & tried == 0 && claimable(t, task, current)
-        }) else {
+        let Some(notifier) =
+            set.find(|t, task| t.index_bit() & tried == 0 && claimable(t, task, current))
+        else {
             return Ok(None);
         };
         tried |= notifier.data().index_bit();

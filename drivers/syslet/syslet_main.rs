@@ -28,11 +28,6 @@
 
 use kernel::{
     fs::File,
-    sync::aref::ARef,
-    syscall::{
-        self,
-        AtomMark, //
-    },
     ioctl::_IOC_SIZE,
     miscdevice::{
         MiscDevice,
@@ -45,7 +40,12 @@ use kernel::{
     preempt_notifier,
     prelude::*,
     seq_file::SeqFile,
+    sync::aref::ARef,
     sync::poll::PollTable,
+    syscall::{
+        self,
+        AtomMark, //
+    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -77,7 +77,20 @@ module! {
 }
 
 /// The device's file operations; open files pin the module.
-static FOPS: OwnedFileOperations<Context> = OwnedFileOperations::new(&THIS_MODULE);
+static FOPS: OwnedFileOperations<Context> = OwnedFileOperations::new(this_module());
+
+/// This module's `THIS_MODULE`: a static `module!` defines before Linux 7.3, a constant of the
+/// module's metadata since (`syslet_module_metadata`, set by Kbuild from the kernel version).
+#[cfg(not(syslet_module_metadata))]
+const fn this_module() -> &'static ThisModule {
+    &THIS_MODULE
+}
+
+/// This module's `THIS_MODULE`: a constant of the module's metadata since Linux 7.3.
+#[cfg(syslet_module_metadata)]
+const fn this_module() -> &'static ThisModule {
+    kernel::module::this_module::<SysletModule>()
+}
 
 #[pin_data]
 struct SysletModule {

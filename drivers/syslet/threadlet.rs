@@ -38,6 +38,7 @@ use kernel::{
         IrqWork,
         IrqWorkHandler, //
     },
+    mm::Mm,
     new_spinlock,
     preempt_notifier::{
         PreemptNotifier,
@@ -54,7 +55,6 @@ use kernel::{
         Arc,
         SpinLock, //
     },
-    mm::Mm,
     syscall::{
         self,
         AtomMark, //
@@ -185,7 +185,10 @@ impl Threadlet {
     /// leaves the continuation with the thread. Returns the cookie, `Ok(None)` if there was
     /// nothing to take (the thread ran again first, a result is still pending, or the
     /// completion ring has no room), or the fault.
-    pub(crate) fn claim(&self, write_cookie: &mut impl FnMut(u64) -> Result) -> Result<Option<u64>> {
+    pub(crate) fn claim(
+        &self,
+        write_cookie: &mut impl FnMut(u64) -> Result,
+    ) -> Result<Option<u64>> {
         let state = self.rings.threadlet_state(self.index);
         if state & THREADLET_STATE_MASK != THREADLET_BLOCKED {
             return Ok(None);

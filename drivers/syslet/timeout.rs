@@ -3,7 +3,7 @@
 //! Per-atom time limits: the linked timeout entry (`SYSLET_SQE_LINK_TIMEOUT`).
 //!
 //! A timeout entry is not a call: it limits the entry before it, which links to it, to
-//! `args[0]` nanoseconds from the moment its exec consumed it. The limit holds wherever the atom
+//! `args[0]` nanoseconds from the moment its exec reaches it. The limit holds wherever the atom
 //! is when the time is up:
 //!
 //! - running (inline, or blocked after its program was handed to a spare): an [`AtomDeadline`]

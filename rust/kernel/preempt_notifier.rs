@@ -270,7 +270,9 @@ impl<T: PreemptOps> PreemptNotifier<T> {
     }
 
     /// Creates an unregistered notifier whose handler data is initialized in place.
-    pub fn new_pinned<E: From<core::convert::Infallible>>(data: impl PinInit<T, E>) -> impl PinInit<Self, E> {
+    pub fn new_pinned<E: From<core::convert::Infallible>>(
+        data: impl PinInit<T, E>,
+    ) -> impl PinInit<Self, E> {
         try_pin_init!(Self {
             // SAFETY: As in `new`.
             notifier <- Opaque::ffi_init(|slot| unsafe {
@@ -398,7 +400,9 @@ impl<T: PreemptOps> TaskNotifiers<T> {
             _pin: core::marker::PhantomPinned,
         }? Error);
         init.pin_chain(|this| {
-            let data = core::ptr::from_ref::<Self>(&this).cast_mut().cast::<c_void>();
+            let data = core::ptr::from_ref::<Self>(&this)
+                .cast_mut()
+                .cast::<c_void>();
             // SAFETY: `this` is pinned and initialized; the probe is unregistered in `drop`
             // before the set goes away, and it only reads the set through `data`.
             to_result(unsafe {
@@ -456,9 +460,9 @@ impl<T: PreemptOps> TaskNotifiers<T> {
         let task = current!();
         let removed = {
             let mut entries = self.entries.lock();
-            let index = entries.iter().position(|e| {
-                e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr())
-            })?;
+            let index = entries
+                .iter()
+                .position(|e| e.task.as_ref().is_some_and(|t| t.as_ptr() == task.as_ptr()))?;
             let removed = entries.remove(index).ok()?;
             // SAFETY: As in `register_current`.
             unsafe { bindings::preempt_disable() };
@@ -538,7 +542,11 @@ impl<T: PreemptOps> TaskNotifiers<T> {
     }
 
     /// The `sched_process_exit` probe: runs on every exiting task, with preemption disabled.
-    unsafe extern "C" fn exit_probe(data: *mut c_void, _task: *mut bindings::task_struct, _group_dead: bool) {
+    unsafe extern "C" fn exit_probe(
+        data: *mut c_void,
+        _task: *mut bindings::task_struct,
+        _group_dead: bool,
+    ) {
         // SAFETY: `data` is the set the probe was registered with, alive until the probe is
         // unregistered (type invariant).
         let this = unsafe { &*data.cast::<Self>() };
@@ -569,12 +577,12 @@ impl<T: PreemptOps> TaskNotifiers<T> {
 #[pinned_drop]
 impl<T: PreemptOps> PinnedDrop for TaskNotifiers<T> {
     fn drop(self: Pin<&mut Self>) {
-        let data = core::ptr::from_ref::<Self>(&self).cast_mut().cast::<c_void>();
+        let data = core::ptr::from_ref::<Self>(&self)
+            .cast_mut()
+            .cast::<c_void>();
         if self.probe_registered.load(Relaxed) {
             // SAFETY: Registered with the same function and data in `new`.
-            unsafe {
-                bindings::unregister_trace_sched_process_exit(Some(Self::exit_probe), data)
-            };
+            unsafe { bindings::unregister_trace_sched_process_exit(Some(Self::exit_probe), data) };
             // SAFETY: Always valid in process context: waits until no probe call is running.
             unsafe { bindings::tracepoint_synchronize_unregister() };
         }

@@ -127,8 +127,11 @@ struct syslet_cqe {
  *			(res -EINVAL: acts on the caller's own entry frame,
  *			such as clone or rt_sigreturn; -EDEADLK: an ioctl
  *			on a syslet device), by seccomp (res as the filter
- *			says), bad flags (-EINVAL) or a failed chain
- *			(-ECANCELED).
+ *			says), bad flags or forwarding (-EINVAL), a failed
+ *			chain (-ECANCELED), or a signal pending before it
+ *			ran (-EINTR). An armed atom (SYSLET_CQE_F_POLLED)
+ *			that expired or was cancelled before it ran
+ *			completes with -ETIME or -ECANCELED.
  */
 #define SYSLET_CQE_F_INLINE	(1U << 0)
 #define SYSLET_CQE_F_ASYNC	(1U << 1)
@@ -181,15 +184,26 @@ struct syslet_ring_header {
 };
 
 /* header->flags */
-#define SYSLET_RING_NEED_SPARE	(1U << 0)	/* an atom or a threadlet blocked with
-						 * no spare parked */
+/*
+ * SYSLET_RING_NEED_SPARE: an exec with a continuation had an atom block
+ * and no spare was lent to it (none parked, or none of the submitter's
+ * confinement), or a threadlet blocked with no spare parked. Set after the
+ * blocked call returns; cleared by SYSLET_IOC_PARK.
+ */
+#define SYSLET_RING_NEED_SPARE	(1U << 0)
 
 /*
  * SYSLET_IOC_SETUP argument. In: sq_entries, cq_entries, flags. Out, copied
- * back: the rest. One setup per open file; reserved fields must be zero.
- * Fails with EPERM when the administrator's sysctl kernel.syslet_disabled
- * says so: 1, the caller lacks CAP_SYS_ADMIN; 2, always. Rings set up
- * before keep working.
+ * back: the rest (what they hold on entry is ignored, so a structure filled
+ * by an earlier setup may be passed again). One setup per open file. Fails
+ * with
+ *   EINVAL  bad sizes or flags, or nonzero reserved fields
+ *   EBUSY   the file's rings are already set up
+ *   ENOMEM  the rings cannot be allocated (they are charged to the memory
+ *           cgroup)
+ *   EPERM   the file belongs to another process, or the administrator's
+ *           sysctl kernel.syslet_disabled says so: 1, the caller lacks
+ *           CAP_SYS_ADMIN; 2, always. Rings set up before keep working.
  */
 struct syslet_params {
 	__u32	sq_entries;	/* in: power of two, 1..SYSLET_MAX_SQ_ENTRIES */
@@ -304,6 +318,10 @@ struct syslet_exec {
  *              its submitter)
  *   EPERM      the file belongs to another process
  *   EDEADLK    called from an atom
+ *   EINVAL     nonzero @resv or negative @timeout_ns
+ *   ENXIO      the rings are not set up
+ *   EBUSY      called from inside a threadlet
+ *   ENOMEM     no memory for the spare's bookkeeping
  */
 struct syslet_park {
 	__u64	continuation;	/* out */
@@ -328,8 +346,9 @@ struct syslet_wait {
 };
 
 /*
- * SYSLET_IOC_CANCEL argument: the user_data of an atom that blocked and
- * whose submitter was handed off. Its interruptible sleep is interrupted
+ * SYSLET_IOC_CANCEL argument: the user_data of an atom running in an exec
+ * whose submitter was handed off (the atom that blocked, or a later atom
+ * of its batch). Its interruptible sleep is interrupted
  * (as by a signal, but none is delivered); if the call then fails with
  * -EINTR its completion says -ECANCELED, otherwise it reports what the call
  * returned. Uninterruptible sleeps (most disk waits) are not cut short.
@@ -343,9 +362,12 @@ struct syslet_wait {
  * ENOTTY through the 32-bit (compat) ioctl entry: atoms are x86-64 system
  * calls, judged by seccomp as AUDIT_ARCH_X86_64 whatever the entry.
  *
- * Seccomp: the caller's filters see every atom with valid flags, before
- * any other check, as a direct x86-64 call with the same number and
- * arguments. ALLOW and LOG run it. ERRNO completes it with the filter's
+ * Seccomp: the caller's filters see every atom that comes to run, before
+ * the policy's checks (so they see the calls syslet refuses too), as a
+ * direct x86-64 call with the same number and arguments. Atoms that never
+ * come to run are not shown to them: those after a pending signal
+ * (-EINTR), in a failed chain (-ECANCELED) or with a malformed forwarding
+ * request (-EINVAL). ALLOW and LOG run it. ERRNO completes it with the filter's
  * errno without running it (ERRNO(0): result 0, nothing runs). KILL kills
  * the process (KILL_THREAD too: the thread cannot exit inside the ioctl)
  * and nothing after it runs. TRAP, TRACE and USER_NOTIF complete it with

@@ -9,19 +9,18 @@
 //! hard interrupt handlers may do.
 
 use crate::{
-    bindings,
-    current,
+    bindings, current,
     error::code::ERESTARTSYS,
     ffi::c_long,
     prelude::*,
     sync::{
         aref::ARef,
-        CondVar,
         atomic::{
             Acquire,
             Atomic,
             Release, //
         },
+        CondVar,
     },
     task::{
         Task,

@@ -107,6 +107,26 @@ TEST_F(ring, setup_twice_is_busy)
 	EXPECT_EQ(EBUSY, errno);
 }
 
+/*
+ * The output fields are ignored on entry: the structure an earlier setup
+ * filled (offsets, threadlet slots and all) sets up another file's rings,
+ * which get the same layout.
+ */
+TEST_F(ring, setup_params_reused_from_an_earlier_setup)
+{
+	struct syslet_params p = self->ring.params;
+	int fd = open_syslet(_metadata);
+
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(0, p.threadlets_off);
+	ASSERT_NE(0, p.mmap_size);
+	EXPECT_EQ(0, ioctl(fd, SYSLET_IOC_SETUP, &p)) TH_LOG("errno %d", errno);
+	EXPECT_EQ(self->ring.params.mmap_size, p.mmap_size);
+	EXPECT_EQ(self->ring.params.threadlets_off, p.threadlets_off);
+	EXPECT_EQ(self->ring.params.cqes_off, p.cqes_off);
+	close(fd);
+}
+
 TEST(bad_sizes_and_flags)
 {
 	static const struct { unsigned int sq, cq, flags; } bad[] = {

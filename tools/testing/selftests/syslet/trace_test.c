@@ -7,9 +7,10 @@
  * there with its user_data, number, result and flags: submit and complete
  * for all three, start for the two that ran, block and handoff for the read;
  * then, on the pollable path, arm and start of a receive on an empty socket.
- * Both record system-wide (-a): syslet_block fires in the scheduler's
- * sched_out, after perf has switched the blocking task's own events off, so
- * a per-task session does not see it.
+ * Both record system-wide (-a): syslet_block fires from the scheduler (the
+ * sleep hook before the switch or, for a block with no spare, sched_out,
+ * after perf has switched the blocking task's own events off), so a
+ * per-task session could miss it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
