@@ -14,6 +14,7 @@ DEB_PACKAGES=(
 	kmod udev qemu-system-x86 xz-utils rsync python3-pip python3-venv
 	liburing-dev fio make gcc libc6-dev patch perl openssl man-db groff-base
 	genisoimage linux-perf python3-docutils dpkg-dev debootstrap
+	pkg-config
 )
 
 missing=()

@@ -56,6 +56,27 @@ man_pages_check() {
 	fi
 }
 
+# `make install` into a staging directory gives a usable kit: the module for
+# the kernel's release, and a sample built from the installed header,
+# library and pkg-config file alone; `man` finds the installed pages. A TAP
+# line.
+install_check() {
+	local stage=$CACHE/out/install-check release
+	release=$(cat "$TREE/include/config/kernel.release")
+	rm -rf "$stage"
+	if "$REPO/scripts/install.sh" test "$stage" /usr >&2 &&
+		modinfo -F name "$stage/lib/modules/$release/updates/syslet.ko" >/dev/null &&
+		cc -Wall -O2 -o "$stage/syslet_demo" "$REPO/samples/syslet/syslet_demo.c" \
+			$(PKG_CONFIG_SYSROOT_DIR=$stage PKG_CONFIG_LIBDIR=$stage/usr/lib/pkgconfig \
+				PKG_CONFIG_ALLOW_SYSTEM_CFLAGS=1 PKG_CONFIG_ALLOW_SYSTEM_LIBS=1 \
+				pkg-config --cflags --libs --static libsyslet) -static &&
+		MANPATH=$stage/usr/share/man man -w syslet.7 syslet_queue_init >/dev/null; then
+		echo "ok 204 host.make_install_stages_a_usable_kit"
+	else
+		echo "not ok 204 host.make_install_stages_a_usable_kit"
+	fi
+}
+
 # Renders Documentation/ (docutils) and the man pages, warnings failing; a
 # TAP line.
 docs_check() {

@@ -19,9 +19,12 @@ flavor=${1:-test} destdir=${2:-} prefix=${3:-/usr/local}
 TREE=$("$REPO/scripts/kernel.sh" "$flavor")
 build_module
 release=$(cat "$TREE/include/config/kernel.release")
-log "install: syslet.ko for $release into ${destdir:-/}lib/modules/$release/updates"
+log "install: syslet.ko for $release into $destdir/lib/modules/$release/updates"
+# Into a staging directory, depmod is left to whoever installs from it.
+depmod=()
+[ -z "$destdir" ] || depmod=(DEPMOD=true)
 make "${MAKE_QUIET[@]}" -C "$TREE" M="$REPO/drivers/syslet" LLVM="$LLVM_SUFFIX" \
-	RUSTC="$RUSTC" INSTALL_MOD_PATH="$destdir" modules_install >&2
+	RUSTC="$RUSTC" INSTALL_MOD_PATH="$destdir" "${depmod[@]}" modules_install >&2
 log "install: header, libsyslet, man pages into $destdir$prefix"
 make "${MAKE_QUIET[@]}" -C "$REPO/tools/lib/syslet" OUTPUT="$CACHE/out/lib/" \
 	DESTDIR="$destdir" PREFIX="$prefix" install >&2

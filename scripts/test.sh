@@ -69,6 +69,7 @@ cat "$out"
 rust_host_tests | tee -a "$out"
 man_pages_check | tee -a "$out"
 docs_check | tee -a "$out"
+install_check | tee -a "$out"
 
 passed=$(grep -cE '^ok [0-9]+ ' "$out" || true)
 skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' "$out" || true)
