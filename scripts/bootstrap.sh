@@ -13,7 +13,7 @@ DEB_PACKAGES=(
 	bc flex bison libelf-dev libssl-dev cpio busybox-static zstd dwarves
 	kmod udev qemu-system-x86 xz-utils rsync python3-pip python3-venv
 	liburing-dev fio make gcc libc6-dev patch perl openssl man-db groff-base
-	genisoimage linux-perf python3-docutils dpkg-dev debootstrap
+	genisoimage linux-perf python3-docutils dpkg-dev debhelper debootstrap
 	pkg-config
 )
 

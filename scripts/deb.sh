@@ -33,9 +33,10 @@ mkdir -p "$debs"
 
 log "deb: make bindeb-pkg ($release); log in $CACHE/deb-$KVER.log"
 rm -f "$(dirname "$TREE")"/*.deb "$(dirname "$TREE")"/*.buildinfo "$(dirname "$TREE")"/*.changes
-# -d: the kernel's debian/control names gcc-x86-64-linux-gnu and debhelper
-# as build dependencies; this build uses LLVM and the kernel's own rules,
-# which need neither.
+# -d: the kernel's debian/control names gcc-x86-64-linux-gnu as a build
+# dependency (to rebuild the headers' host programs with the target's
+# compiler); this build uses LLVM for both, which needs no GCC. Its rules do
+# use debhelper (dh_listpackages), which bootstrap installs.
 if ! make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)" \
 	DPKG_FLAGS=-d bindeb-pkg >"$CACHE/deb-$KVER.log" 2>&1; then
 	tail -n 30 "$CACHE/deb-$KVER.log" >&2
