@@ -20,7 +20,7 @@
  * with fio's default iodepth_batch_submit=1 every I/O is an exec of its
  * own and iodepth I/Os can be blocked at once, each on its own thread;
  * with larger batches a batch is one thread's sequence after its first
- * block. continuation=0 submits with syslet_submit(): a call that blocks
+ * block. continuation=0 submits with syslet_submit_n(): a call that blocks
  * blocks fio, as the psync engine would, batched.
  *
  * After a handoff the job runs on ANOTHER OS THREAD of the same process.
@@ -63,8 +63,8 @@ static struct fio_option options[] = {
 		.def	= "0",
 		.minval	= 0,
 		.maxval	= 4096,
-		.help	= "Most threads in libsyslet's spare pool: one per I/O blocked at once "
-			  "(beyond it a blocked I/O blocks fio); 0: iodepth + 4",
+		.help	= "With continuation=1: most threads in libsyslet's spare pool, one per "
+			  "I/O blocked at once (beyond it a blocked I/O blocks fio); 0: iodepth + 4",
 		.category = FIO_OPT_C_ENGINE,
 		.group	= FIO_OPT_G_INVALID,
 	},
@@ -104,21 +104,28 @@ static int fio_syslet_init(struct thread_data *td)
 		log_err("syslet: continuation=1 needs fio's process mode: with thread=1 "
 			"jobs run on pthread stacks, which libsyslet never moves to a spare "
 			"(use continuation=0, or drop thread=1)\n");
-		return 1;
+		td_verror(td, EINVAL, "syslet continuation with thread=1");
+		return EINVAL;
 	}
 	if (depth > SYSLET_MAX_SQ_ENTRIES) {
 		log_err("syslet: iodepth %u is above the ring's %u entries\n", depth,
 			SYSLET_MAX_SQ_ENTRIES);
-		return 1;
+		td_verror(td, EINVAL, "syslet iodepth");
+		return EINVAL;
 	}
 
 	sd = calloc(1, sizeof(*sd));
-	if (!sd)
-		return 1;
+	if (!sd) {
+		td_verror(td, ENOMEM, "calloc");
+		return ENOMEM;
+	}
 	sd->events = calloc(depth, sizeof(*sd->events));
 	sd->queued = calloc(depth, sizeof(*sd->queued));
-	if (!sd->events || !sd->queued)
+	if (!sd->events || !sd->queued) {
+		td_verror(td, ENOMEM, "calloc");
+		ret = -ENOMEM;
 		goto err_free;
+	}
 
 	/*
 	 * fio keeps at most iodepth I/Os between ->queue() and ->event(), so
@@ -130,6 +137,7 @@ static int fio_syslet_init(struct thread_data *td)
 	if (ret) {
 		log_err("syslet: %s: %s%s\n", SYSLET_DEVICE, strerror(-ret),
 			ret == -ENOENT ? " (is the syslet module loaded?)" : "");
+		td_verror(td, -ret, "syslet_queue_init");
 		goto err_free;
 	}
 
@@ -145,6 +153,7 @@ static int fio_syslet_init(struct thread_data *td)
 		if (ret) {
 			log_err("syslet: starting %u spare threads: %s\n", params.min_spares,
 				strerror(-ret));
+			td_verror(td, -ret, "syslet_pool_start");
 			goto err_ring;
 		}
 	}
@@ -158,7 +167,7 @@ err_free:
 	free(sd->events);
 	free(sd->queued);
 	free(sd);
-	return 1;
+	return -ret;
 }
 
 static void fio_syslet_cleanup(struct thread_data *td)
@@ -265,12 +274,10 @@ static int fio_syslet_commit(struct thread_data *td)
 	if (!n)
 		return 0;
 	fio_syslet_stamp(td, sd);
-	do {
-		if (o->continuation)
-			ret = syslet_submit_async(&sd->ring, n);
-		else
-			ret = syslet_submit_n(&sd->ring, n);
-	} while (ret == -EINTR);
+	if (o->continuation)
+		ret = syslet_submit_async(&sd->ring, n);
+	else
+		ret = syslet_submit_n(&sd->ring, n);
 	if (ret < 0) {
 		log_err("syslet: exec of %u atoms: %s\n", n, strerror(-ret));
 		return ret;
