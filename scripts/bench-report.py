@@ -25,16 +25,31 @@ END = "<!-- bench:end -->"
 def load(run_dir):
     with open(os.path.join(run_dir, "syslet-bench.json")) as f:
         data = json.load(f)
+    # fio's reports: fio-b3-ENGINE-DEPTH.json and fio-b4-ENGINE.json (B4 at
+    # depth 32, psync at 1). The whole reports are kept in bench/fio/results/.
     data["fio"] = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "fio-*.json"))):
-        engine, depth = re.match(r"fio-(\w+)-(\d+)\.json", os.path.basename(path)).groups()
+    for path in sorted(glob.glob(os.path.join(run_dir, "fio-b*.json"))):
+        m = re.match(r"fio-(b3|b4)-(\w+?)(?:-(\d+))?\.json", os.path.basename(path))
+        bench, engine, depth = m.groups()
         with open(path) as f:
             text = f.read()
         # fio may print notes before its JSON.
         report = json.loads(text[text.index("{"):])
-        iops = sum(job["read"]["iops"] for job in report["jobs"])
-        data["fio"].append({"engine": engine, "depth": int(depth), "iops": iops})
+        # B4's [warm] job fills the cache and is not measured.
+        jobs = [j for j in report["jobs"] if j["jobname"] != "warm"]
+        iops = sum(job["read"]["iops"] for job in jobs)
+        if depth is None:
+            depth = 1 if engine == "psync" else 32
+        data["fio"].append({"bench": bench.upper(), "engine": engine, "depth": int(depth),
+                            "iops": iops})
     return data
+
+
+def fio_iops(data, bench, engine, depth):
+    for x in data["fio"]:
+        if x["bench"] == bench and x["engine"] == engine and x["depth"] == depth:
+            return x["iops"]
+    return None
 
 
 def series(data, section, workload, contender, param, metric):
@@ -102,7 +117,7 @@ def table(data):
                 cells.append(f"{c} {fmt(r)}")
         u = median(data, "B3", "odirect", "io_uring", d, "rate")
         fio = ", ".join(f"fio {x['engine']} {x['iops'] / 1000:.1f}k"
-                        for x in data["fio"] if x["depth"] == d)
+                        for x in data["fio"] if x["bench"] == "B3" and x["depth"] == d)
         target = "syslet >= 0.8x, >= pool" if d == 32 else ""
         if u:
             add(f"| B3 | O_DIRECT 4 KiB random reads, depth {d}: IOPS vs io_uring "
@@ -112,6 +127,19 @@ def table(data):
     if u:
         add(f"| B4 | 90% cached / 10% miss, depth 32: syslet vs io_uring; vs pool | "
             f"{fmt(u)}; {fmt(p)} | >= 1.0x; >= 1.5x |")
+    # fio: one run per engine and depth, the same job file for all.
+    for bench, depths, what in (("B3", (1, 8, 32), "O_DIRECT 4 KiB random reads"),
+                                ("B4", (32,), "buffered random reads, 90% cached")):
+        for d in depths:
+            u = fio_iops(data, bench, "io_uring", d)
+            cells = []
+            for e in ("syslet", "libaio", "psync"):
+                v = fio_iops(data, bench, e, d if bench == "B3" or e != "psync" else 1)
+                if u and v:
+                    cells.append(f"{e} {v / u:.2f}x")
+            if u:
+                add(f"| {bench} in fio | {what}, depth {d}: fio IOPS vs fio io_uring "
+                    f"({u / 1000:.1f}k/s; one run) | {'; '.join(cells)} | |")
     for w, name in (("odirect", "B3 depth 32"), ("mixed", "B4")):
         cells = []
         for c in ("syslet", "io_uring", "aio", "pool"):

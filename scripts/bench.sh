@@ -5,10 +5,11 @@
 # AIO, thread pools and fio, every contender in one guest session on the
 # release kernel (samples/syslet/syslet_bench: B1 inline cost, B2 handoff
 # latency, B3 O_DIRECT reads from null_blk at depth 1, 8 and 32, B4 mixed
-# hits and misses, B5 threads per operation in flight; fio's io_uring, libaio
-# and psync engines on the same device as the reference). Writes
-# bench/results.json (every raw figure), bench/results.png and the README's
-# table (scripts/bench-report.py).
+# hits and misses, B5 threads per operation in flight), then fio running B3
+# and B4 from the same job files (bench/fio/) for its syslet ioengine
+# (tools/fio/), io_uring, libaio and psync. Writes bench/results.json (every
+# raw figure), bench/results.png, the README's table (scripts/bench-report.py)
+# and fio's own JSON reports in bench/fio/results/.
 #
 # Usage: scripts/bench.sh [REPS]   (default 5 repetitions)
 # SYSLET_BENCH_OPS: operations per B1 row (default 20000; B3/B4 scale with it).
@@ -45,15 +46,25 @@ cat >"$run/guest-bench.sh" <<GUEST
 set -e
 insmod '$REPO/drivers/syslet/syslet.ko'
 '$OUT/samples/syslet_bench' -r $reps -n $ops -j '$run/syslet-bench.json'
+# fio: the same job files for every engine; the syslet engine is an external
+# one. psync is synchronous (fio caps its depth at 1): B3 runs it as
+# numjobs=depth threads of depth 1, B4 at depth 1.
+engine_arg() {
+	if [ "\$1" = syslet ]; then echo 'external:$OUT/fio/syslet.so'; else echo "\$1"; fi
+}
 for d in 1 8 32; do
-	echo "[fio depth \$d] io_uring, libaio, psync" >&2
-	for engine in io_uring libaio psync; do
-		jobs="--iodepth=\$d"
+	echo "[fio B3 depth \$d] syslet, io_uring, libaio, psync" >&2
+	for engine in syslet io_uring libaio psync; do
+		jobs=
 		[ \$engine = psync ] && jobs="--numjobs=\$d --group_reporting"
-		fio --name=b3 --filename=/dev/nullb0 --direct=1 --rw=randread --bs=4k \\
-			--size=1g --runtime=3 --time_based --output-format=json \\
-			--ioengine=\$engine \$jobs >'$run/fio-'\$engine-\$d.json
+		ENGINE=\$(engine_arg \$engine) fio --output-format=json --section=depth\$d \$jobs \\
+			'$REPO/bench/fio/b3-randread.fio' >'$run/fio-b3-'\$engine-\$d.json
 	done
+done
+echo "[fio B4] syslet, io_uring, libaio, psync" >&2
+for engine in syslet io_uring libaio psync; do
+	ENGINE=\$(engine_arg \$engine) fio --output-format=json \\
+		'$REPO/bench/fio/b4-cached.fio' >'$run/fio-b4-'\$engine.json
 done
 GUEST
 if [ "${SYSLET_BENCH_PERF:-0}" = 1 ]; then
@@ -75,6 +86,9 @@ log "bench: $reps repetitions on the $flavor kernel; progress below"
 # Through a pipe: vng truncates a file given as its standard error.
 run_guest "sh '$run/guest-bench.sh'" --rwdir "$run" --append "$nullb" 2>&1 | cat
 /usr/bin/python3 "$REPO/scripts/bench-report.py" "$run" "$REPO"
+rm -rf "$REPO/bench/fio/results"
+mkdir -p "$REPO/bench/fio/results"
+cp "$run"/fio-*.json "$REPO/bench/fio/results/"
 for f in "$run"/perf-*.txt; do
 	[ -f "$f" ] || continue
 	echo "== $(basename "$f")"

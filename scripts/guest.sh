@@ -21,6 +21,18 @@ build_user() {
 	make "${MAKE_QUIET[@]}" -C "$ksft" SYSLET_ROOT="$REPO" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/selftests" >&2
 	build_rust_guest_test
 	make "${MAKE_QUIET[@]}" -C "$REPO/samples/syslet" SYSLET_LIB="$OUT/lib" OUTPUT="$OUT/samples" >&2
+	build_fio_engine
+}
+
+# Builds fio's syslet ioengine (tools/fio/) as $OUT/fio/syslet.so, against
+# the headers of Debian's fio source package (scripts/fetch-fio-src.sh).
+build_fio_engine() {
+	local fio_src
+	log "user: building fio's syslet ioengine"
+	fio_src=$("$REPO/scripts/fetch-fio-src.sh")
+	mkdir -p "$OUT/fio"
+	make "${MAKE_QUIET[@]}" -C "$REPO/tools/fio" FIO_SRC="$fio_src" \
+		SYSLET_LIB="$OUT/lib/libsyslet.a" OUTPUT="$OUT/fio/" >&2
 }
 
 # Builds the Rust crate's guest test (tests/guest.rs, TAP output) as one more
