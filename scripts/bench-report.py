@@ -136,7 +136,13 @@ def table(data):
             for e in ("syslet", "libaio", "psync"):
                 v = fio_iops(data, bench, e, d if bench == "B3" or e != "psync" else 1)
                 if u and v:
-                    cells.append(f"{e} {v / u:.2f}x")
+                    # psync is synchronous: B3 runs depth threads of it, B4 one.
+                    how = ""
+                    if e == "psync" and bench == "B3" and d > 1:
+                        how = f" ({d} threads)"
+                    elif e == "psync" and bench == "B4":
+                        how = " (depth 1)"
+                    cells.append(f"{e} {v / u:.2f}x{how}")
             if u:
                 add(f"| {bench} in fio | {what}, depth {d}: fio IOPS vs fio io_uring "
                     f"({u / 1000:.1f}k/s; one run) | {'; '.join(cells)} | |")
