@@ -45,7 +45,7 @@ done
 # response correct, and no more threads than its loop and spare pool.
 # fio, through the syslet ioengine, writes a file and reads it back with
 # verify=crc32c, with and without a continuation; the file lives on the
-# host (the results directory, 9p), so the reads are real I/O.
+# host (the results directory, 9p), so the reads leave the guest.
 if [ "$programs" = "*_test" ]; then
 	check httpd_syslet_200_connections "$suites/../samples/syslet_httpd" -q -m syslet -c 200 -r 5
 	n=$((n + 1))
