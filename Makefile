@@ -33,6 +33,7 @@ all:
 	@scripts/build.sh $(FLAVOR)
 
 kernel:
+	@scripts/bootstrap.sh
 	@scripts/kernel.sh $(FLAVOR) >/dev/null
 
 check:
@@ -69,6 +70,7 @@ check-deb:
 	@scripts/deb.sh --check
 
 docs:
+	@scripts/bootstrap.sh
 	@scripts/docs.sh
 
 install:
@@ -109,8 +111,9 @@ help:
 	@echo '  make intree     build drivers/syslet inside the kernel tree, as =m'
 	@echo '                  and as =y, and boot the =y kernel'
 	@echo '  make deb        Debian packages of the release kernel (bindeb-pkg)'
-	@echo '  make check-deb  install the packages into a guest root, build the'
-	@echo '                  module against their headers, boot, run the suite'
+	@echo '  make check-deb  install the packages into a Debian 12 chroot, build the'
+	@echo '                  module against their headers, boot the installed'
+	@echo '                  kernel, run the suite'
 	@echo '  make docs       render Documentation/ and the man pages, warnings fail'
 	@echo
 	@echo 'For humans:'

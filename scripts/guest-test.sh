@@ -35,6 +35,9 @@ else
 	check insmod insmod "$ko"
 	check device_node test -c /dev/syslet
 fi
+# Root's alone unless udev says otherwise (the guest has no udev rule for it).
+check device_node_mode_0600_root bash -c '[ "$(stat -c %a:%u /dev/syslet)" = 600:0 ]'
+
 
 # Every program the kselftest Makefile built (TEST_GEN_PROGS).
 for t in "$suites"/$programs; do

@@ -49,11 +49,10 @@ step "intree: drivers/syslet/built-in.a, linked into vmlinux, holds the driver" 
 step "intree: make headers exports linux/syslet.h" \
 	bash -c "sed 's/_UAPI_LINUX_SYSLET_H/_LINUX_SYSLET_H/' '$REPO/include/uapi/linux/syslet.h' |
 		cmp -s - '$TREE/usr/include/linux/syslet.h'"
-if command -v rustfmt >/dev/null 2>&1; then
-	step "intree: drivers/syslet is rustfmt-clean (the kernel's .rustfmt.toml)" \
-		bash -c "cd '$TREE' && rustfmt --check --edition 2021 --config-path .rustfmt.toml \
-			\$(ls drivers/syslet/*.rs | grep -v uapi_generated) >/dev/null"
-fi
+# rustfmt comes with rustup's default profile; without it this fails.
+step "intree: drivers/syslet is rustfmt-clean (the kernel's .rustfmt.toml)" \
+	bash -c "cd '$TREE' && rustfmt --check --edition 2021 --config-path .rustfmt.toml \
+		\$(ls drivers/syslet/*.rs | grep -v uapi_generated) >/dev/null"
 
 log "intree: the same tree with CONFIG_SYSLET=m"
 cp "$TREE/.config" "$TREE/.config.syslet-y"
@@ -61,20 +60,20 @@ cp "$TREE/.config" "$TREE/.config.syslet-y"
 "${KMAKE[@]}" olddefconfig >/dev/null
 step "intree: CONFIG_SYSLET=m" grep -qx 'CONFIG_SYSLET=m' "$TREE/.config"
 rm -f "$TREE/drivers/syslet/syslet.ko"
-if "${KMAKE[@]}" >"$CACHE/kernel-build-intree-m.log" 2>&1; then
+if "${KMAKE[@]}" >"$CACHE/kernel-build-$KVER-intree-m.log" 2>&1; then
 	step "intree: the kernel's make built drivers/syslet/syslet.ko" \
 		test "$(modinfo -F name "$TREE/drivers/syslet/syslet.ko" 2>/dev/null)" = syslet
 	step "intree: modules.order lists it" \
 		grep -qx 'drivers/syslet/syslet.o' "$TREE/modules.order"
 else
-	tail -n 20 "$CACHE/kernel-build-intree-m.log" >&2
+	tail -n 20 "$CACHE/kernel-build-$KVER-intree-m.log" >&2
 	step "intree: =m build" false
 fi
 log "intree: back to CONFIG_SYSLET=y"
 cp "$TREE/.config.syslet-y" "$TREE/.config"
 "${KMAKE[@]}" olddefconfig >/dev/null
-if ! "${KMAKE[@]}" >"$CACHE/kernel-build-intree-y.log" 2>&1; then
-	tail -n 20 "$CACHE/kernel-build-intree-y.log" >&2
+if ! "${KMAKE[@]}" >"$CACHE/kernel-build-$KVER-intree-y.log" 2>&1; then
+	tail -n 20 "$CACHE/kernel-build-$KVER-intree-y.log" >&2
 	step "intree: =y rebuild" false
 fi
 

@@ -110,7 +110,7 @@ extract() {
 	local test_tree=$CACHE/src/linux-source-$KVER
 	if [ "$FLAVOR" = intree ] && [ -f "$test_tree/vmlinux" ]; then
 		log "kernel: copying the test tree to start the in-tree flavor's"
-		rm -rf "$SRC"
+		rm -rf "$TREE" "$PRISTINE"
 		mkdir -p "$SRC"
 		cp -a "$test_tree" "$TREE"
 		cp -a "$CACHE/src/pristine-$KVER" "$PRISTINE"
@@ -219,7 +219,8 @@ elapsed() {
 COLD_STEPS=2700	# a cold test-flavor build of 7.3 took 2698
 build_with_progress() {
 	if [ "${SYSLET_V:-0}" = 1 ]; then
-		"${MAKE[@]}" V=1 2>&1 | tee "$BUILD_LOG"
+		# On standard error: standard output carries the tree's path.
+		"${MAKE[@]}" V=1 2>&1 | tee "$BUILD_LOG" >&2
 		return "${PIPESTATUS[0]}"
 	fi
 	local steps_file=$CACHE/kernel-steps-$KVER-$FLAVOR total=0 pid rc=0 n t

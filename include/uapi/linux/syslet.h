@@ -128,8 +128,9 @@ struct syslet_cqe {
  *			such as clone or rt_sigreturn; -EDEADLK: an ioctl
  *			on a syslet device), by seccomp (res as the filter
  *			says), bad flags or forwarding (-EINVAL), a failed
- *			chain (-ECANCELED), or a signal pending before it
- *			ran (-EINTR). An armed atom (SYSLET_CQE_F_POLLED)
+ *			chain (-ECANCELED), or a signal that became
+ *			pending after an earlier atom of its batch
+ *			(-EINTR). An armed atom (SYSLET_CQE_F_POLLED)
  *			that expired or was cancelled before it ran
  *			completes with -ETIME or -ECANCELED.
  */
@@ -187,8 +188,9 @@ struct syslet_ring_header {
 /*
  * SYSLET_RING_NEED_SPARE: an exec with a continuation had an atom block
  * and no spare was lent to it (none parked, or none of the submitter's
- * confinement), or a threadlet blocked with no spare parked. Set after the
- * blocked call returns; cleared by SYSLET_IOC_PARK.
+ * confinement), or a threadlet blocked with no spare parked. For an exec
+ * it is set after the blocked atom returns, for a threadlet when it
+ * blocks; SYSLET_IOC_PARK clears it.
  */
 #define SYSLET_RING_NEED_SPARE	(1U << 0)
 
@@ -366,8 +368,8 @@ struct syslet_wait {
  * the policy's checks (so they see the calls syslet refuses too), as a
  * direct x86-64 call with the same number and arguments. Atoms that never
  * come to run are not shown to them: those after a pending signal
- * (-EINTR), in a failed chain (-ECANCELED) or with a malformed forwarding
- * request (-EINVAL). ALLOW and LOG run it. ERRNO completes it with the filter's
+ * (-EINTR), in a failed chain (-ECANCELED), with invalid flags or a
+ * malformed forwarding request (-EINVAL); timeout entries are not calls. ALLOW and LOG run it. ERRNO completes it with the filter's
  * errno without running it (ERRNO(0): result 0, nothing runs). KILL kills
  * the process (KILL_THREAD too: the thread cannot exit inside the ioctl)
  * and nothing after it runs. TRAP, TRACE and USER_NOTIF complete it with

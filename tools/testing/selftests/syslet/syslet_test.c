@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -170,6 +171,8 @@ TEST(use_before_setup)
 	struct syslet_park park = { 0 };
 	struct syslet_wait wait = { .min_complete = 1 };
 	int fd = open_syslet(_metadata);
+	struct pollfd pfd;
+	__u32 index;
 
 	if (fd < 0 && _metadata->exit_code == KSFT_SKIP)
 		return;
@@ -180,6 +183,12 @@ TEST(use_before_setup)
 	EXPECT_EQ(ENXIO, errno);
 	EXPECT_EQ(-1, ioctl(fd, SYSLET_IOC_WAIT, &wait));
 	EXPECT_EQ(ENXIO, errno);
+	EXPECT_EQ(-1, ioctl(fd, SYSLET_IOC_THREADLET_REGISTER, &index));
+	EXPECT_EQ(ENXIO, errno);
+	/* No rings, nothing to wait for: poll says so at once. */
+	pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+	EXPECT_EQ(1, poll(&pfd, 1, 0));
+	EXPECT_EQ(POLLERR, pfd.revents & POLLERR);
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0));
 	EXPECT_EQ(ENXIO, errno);
 	EXPECT_EQ(-1, ioctl(fd, _IO(SYSLET_IOC_MAGIC, 99)));
@@ -489,6 +498,10 @@ TEST_F(ring, bad_park_and_wait_args)
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_WAIT, &wait));
 	EXPECT_EQ(EINVAL, errno);
 	wait = (struct syslet_wait){ .resv = 1 };
+	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_WAIT, &wait));
+	EXPECT_EQ(EINVAL, errno);
+	/* More than the completion ring holds could never be waited for. */
+	wait = (struct syslet_wait){ .min_complete = self->ring.params.cq_entries + 1 };
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_WAIT, &wait));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(-1, ioctl(self->ring.fd, SYSLET_IOC_PARK, (void *)8));

@@ -175,6 +175,60 @@ TEST_F(threadlet, exited_threads_free_their_slots)
 	}
 }
 
+/* Registers, reports the result and stays registered until told to go. */
+struct held_registration {
+	int fd;
+	int err;			/* 0, or REGISTER's errno */
+	pthread_barrier_t *registered;	/* passed once the ioctl returned */
+	pthread_barrier_t *go;		/* passed to leave */
+};
+
+static void *register_and_hold_main(void *arg)
+{
+	struct held_registration *h = arg;
+	__u32 index;
+
+	h->err = ioctl(h->fd, SYSLET_IOC_THREADLET_REGISTER, &index) < 0 ? errno : 0;
+	pthread_barrier_wait(h->registered);
+	pthread_barrier_wait(h->go);
+	return NULL;
+}
+
+/*
+ * With every slot held by a live thread, one more registration fails with
+ * ENOSPC (exited_threads_free_their_slots shows exits give slots back).
+ */
+TEST_F(threadlet, all_slots_taken_is_enospc)
+{
+	enum { N = SYSLET_MAX_THREADLET_SLOTS };
+	struct held_registration h[N];
+	pthread_barrier_t registered, go;
+	pthread_t threads[N];
+	pthread_t extra;
+	void *err;
+
+	ASSERT_EQ(0, pthread_barrier_init(&registered, NULL, N + 1));
+	ASSERT_EQ(0, pthread_barrier_init(&go, NULL, N + 1));
+	for (int i = 0; i < N; i++) {
+		h[i] = (struct held_registration){
+			.fd = self->ring.fd, .registered = &registered, .go = &go,
+		};
+		ASSERT_EQ(0, pthread_create(&threads[i], NULL, register_and_hold_main, &h[i]));
+	}
+	pthread_barrier_wait(&registered);
+	for (int i = 0; i < N; i++) {
+		EXPECT_EQ(0, h[i].err) TH_LOG("thread %d: %s", i, strerror(h[i].err));
+	}
+	ASSERT_EQ(0, pthread_create(&extra, NULL, register_and_exit_main, &self->ring.fd));
+	ASSERT_EQ(0, pthread_join(extra, &err));
+	EXPECT_EQ(ENOSPC, (long)err);
+	pthread_barrier_wait(&go);
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(0, pthread_join(threads[i], NULL));
+	pthread_barrier_destroy(&registered);
+	pthread_barrier_destroy(&go);
+}
+
 /*
  * The protocol by hand: inside a threadlet, a block hands the cookie to a
  * parked spare; the slot says HANDED; the thread posts its result once.
