@@ -56,9 +56,7 @@ rootball=$CACHE/deb-root-bookworm.tar
 if [ ! -s "$rootball" ]; then
 	log "deb: debootstrap --variant=minbase bookworm (once; cached)"
 	rm -rf "$root"
-	mirror=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources \
-		/etc/apt/sources.list 2>/dev/null |
-		grep -o -E 'https?://[^ ]+/debian/?$' | head -n1 || true)
+	mirror=$(debian_mirror)
 	debootstrap --variant=minbase bookworm "$root" "${mirror:-http://deb.debian.org/debian}" \
 		>"$CACHE/debootstrap.log" 2>&1 ||
 		{ tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
@@ -66,17 +64,6 @@ if [ ! -s "$rootball" ]; then
 fi
 rm -rf "$root" && mkdir -p "$root" && tar -C "$root" -xf "$rootball"
 
-fail=0
-step() {
-	local name=$1
-	shift
-	if "$@"; then
-		echo "ok $name"
-	else
-		echo "not ok $name"
-		fail=1
-	fi
-}
 cp "$image" "$headers" "$root/tmp/"
 step "deb: dpkg -i installs linux-image and linux-headers in a Debian 12 root" \
 	chroot "$root" dpkg -i "/tmp/${image##*/}" "/tmp/${headers##*/}"
@@ -102,4 +89,4 @@ step "deb: the suite passes on the installed kernel" \
 	env SYSLET_BOOT_IMAGE="$root/boot/vmlinuz-$release" \
 	SYSLET_BOOT_MODULE="$src/drivers/syslet/syslet.ko" "$REPO/scripts/test.sh" release
 rm -rf "$src"
-[ $fail = 0 ]
+[ $STEP_FAILED = 0 ]

@@ -29,24 +29,12 @@ if [ -s "$src/config-host.h" ]; then
 	exit 0
 fi
 
-mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/archives/partial" "$CACHE/src"
+mkdir -p "$CACHE/src"
 
 # Use the same Debian mirror the system is configured with.
-mirror=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources \
-	/etc/apt/sources.list 2>/dev/null |
-	grep -o -E 'https?://[^ ]+/debian/?$' | head -n1 || true)
+mirror=$(debian_mirror)
 [ -n "$mirror" ] || { log "no Debian mirror in the system apt sources"; exit 1; }
-
-apt_private=(
-	-o "Dir::Etc::sourcelist=$APT_DIR/sources.list"
-	-o "Dir::Etc::sourceparts=-"
-	-o "Dir::State::Lists=$APT_DIR/lists"
-	-o "Dir::Cache::archives=$APT_DIR/archives"
-	-o "Dir::Cache::pkgcache=$APT_DIR/pkgcache.bin"
-	-o "Dir::Cache::srcpkgcache=$APT_DIR/srcpkgcache.bin"
-	-o "Dir::Etc::preferencesparts=-"
-	-o "APT::Get::List-Cleanup=0"
-)
+apt_private "$APT_DIR"
 
 # Debian 12's own suite: its fio is the one installed. Only a deb-src line:
 # apt needs no binary index to fetch a source package.
@@ -55,12 +43,12 @@ if [ ! -s "$dsc" ]; then
 	printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
 		"$mirror" bookworm >"$APT_DIR/sources.list"
 	log "fetch-fio-src: looking for the source of fio $version in bookworm"
-	apt-get "${apt_private[@]}" update -q >/dev/null 2>&1 ||
+	apt-get "${APT_PRIVATE[@]}" update -q >/dev/null 2>&1 ||
 		{ log "fetch-fio-src: apt-get update failed"; exit 1; }
 	# apt checks every file against the signed Sources index; dpkg-source
 	# below need not verify the .dsc's signature again.
 	(cd "$APT_DIR/archives" &&
-	 apt-get "${apt_private[@]}" source --download-only -q "fio=$version" >/dev/null 2>&1) ||
+	 apt-get "${APT_PRIVATE[@]}" source --download-only -q "fio=$version" >/dev/null 2>&1) ||
 		{ log "fetch-fio-src: fio $version not found in bookworm"; exit 1; }
 fi
 

@@ -16,32 +16,18 @@ if [ -s "$tarball" ]; then
 	exit 0
 fi
 
-mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/archives/partial"
-
 # Use the same Debian mirror the system is configured with.
-mirror=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources \
-	/etc/apt/sources.list 2>/dev/null |
-	grep -o -E 'https?://[^ ]+/debian/?$' | head -n1 || true)
+mirror=$(debian_mirror)
 [ -n "$mirror" ] || { log "no Debian mirror in the system apt sources"; exit 1; }
-
-apt_private=(
-	-o "Dir::Etc::sourcelist=$APT_DIR/sources.list"
-	-o "Dir::Etc::sourceparts=-"
-	-o "Dir::State::Lists=$APT_DIR/lists"
-	-o "Dir::Cache::archives=$APT_DIR/archives"
-	-o "Dir::Cache::pkgcache=$APT_DIR/pkgcache.bin"
-	-o "Dir::Cache::srcpkgcache=$APT_DIR/srcpkgcache.bin"
-	-o "Dir::Etc::preferencesparts=-"
-	-o "APT::Get::List-Cleanup=0"
-)
+apt_private "$APT_DIR"
 
 for suite in trixie-backports sid; do
 	printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
 		"$mirror" "$suite" >"$APT_DIR/sources.list"
 	log "fetch-kernel: looking for linux-source-$KVER in $suite"
-	apt-get "${apt_private[@]}" update -q >/dev/null 2>&1 || continue
+	apt-get "${APT_PRIVATE[@]}" update -q >/dev/null 2>&1 || continue
 	if (cd "$APT_DIR/archives" &&
-	    apt-get "${apt_private[@]}" download -q "linux-source-$KVER" >/dev/null 2>&1); then
+	    apt-get "${APT_PRIVATE[@]}" download -q "linux-source-$KVER" >/dev/null 2>&1); then
 		break
 	fi
 done

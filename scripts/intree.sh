@@ -26,17 +26,6 @@ set -euo pipefail
 "$REPO/scripts/kernel.sh" test >/dev/null
 TREE=$("$REPO/scripts/kernel.sh" intree)
 KMAKE=(make -C "$TREE" LLVM="$LLVM_SUFFIX" RUSTC="$RUSTC" -j"$(nproc)" "${MAKE_QUIET[@]}")
-fail=0
-step() {
-	local name=$1
-	shift
-	if "$@"; then
-		echo "ok $name"
-	else
-		echo "not ok $name"
-		fail=1
-	fi
-}
 
 log "intree: =y checks"
 step "intree: CONFIG_SYSLET=y" grep -qx 'CONFIG_SYSLET=y' "$TREE/.config"
@@ -79,4 +68,4 @@ fi
 
 log "intree: booting the =y kernel, the suite on it"
 step "intree: the suite passes with the driver built in" "$REPO/scripts/test.sh" intree
-[ $fail = 0 ]
+[ $STEP_FAILED = 0 ]
