@@ -49,6 +49,12 @@ else
 	log "bootstrap: rust-src present ($("$RUSTC" --version))"
 fi
 
+# rustfmt, for make intree's check of the driver's formatting.
+if ! command -v rustfmt >/dev/null 2>&1; then
+	log "bootstrap: installing rustfmt"
+	rustup component add rustfmt || log "bootstrap: no rustfmt (make intree's format check will fail)"
+fi
+
 # bindgen >= 0.71.1, from crates.io.
 if ! command -v bindgen >/dev/null 2>&1; then
 	log "bootstrap: installing bindgen-cli from crates.io"
